@@ -1,0 +1,157 @@
+"""Plain data types of the simulated subscription, and the integer hash everything derives from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+_MASK = (1 << 64) - 1
+
+
+def mix(*parts: int) -> int:
+    """A fast, well-spread 64-bit hash of small integers (splitmix64 steps)."""
+    h = 0x9E3779B97F4A7C15
+    for part in parts:
+        h = ((h ^ (part & _MASK)) * 0xBF58476D1CE4E5B9) & _MASK
+        h ^= h >> 31
+        h = (h * 0x94D049BB133111EB) & _MASK
+        h ^= h >> 29
+    return h
+
+
+def unit(*parts: int) -> float:
+    return mix(*parts) / 2.0**64
+
+
+def fmt(value: datetime | None) -> str | None:
+    """Qualys' datetime format (doc §4)."""
+    return None if value is None else fmt_utc(value)
+
+
+@lru_cache(maxsize=1 << 16)
+def fmt_utc(value: datetime) -> str:
+    # Cached: a host's detections share most of their dates, and strftime is slow.
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """What one ``advance`` did; per-host effects are derived from it, never stored."""
+
+    number: int
+    start: datetime
+    end: datetime
+    rescan_fraction: float
+    fix_probability: float
+    reopen_probability: float
+    new_hosts_from: int
+    new_hosts: int
+    purged: frozenset[int]  # host indices purged at this epoch
+    kb_new_from: int
+    kb_new: int
+    kb_modified_fraction: float
+
+
+@dataclass(slots=True)
+class Tag:
+    tag_id: int
+    name: str
+    color: str
+    background_color: str
+
+
+@dataclass(slots=True)
+class CloudInfo:
+    provider: str  # "AWS" or "Azure"
+    service: str
+    resource_id: str
+    instance_id: str | None
+    metadata_kind: str  # "EC2" or "AZURE": the METADATA child element
+    attributes: list[tuple[str, str, str]]  # (NAME, VALUE, LAST_SUCCESS_DATE)
+    cloud_tags: list[tuple[str, str, str]]  # (NAME, VALUE, LAST_SUCCESS_DATE)
+
+
+@dataclass(slots=True)
+class Host:
+    index: int
+    id: int
+    asset_id: int
+    ip: str
+    ipv6: str | None
+    dns: str
+    hostname: str
+    domain: str
+    fqdn: str
+    netbios: str
+    os: str
+    os_cpe: str
+    tracking_method: str
+    network_id: int
+    qg_hostid: str
+    tags: list[Tag]
+    cloud: CloudInfo | None
+    first_found: datetime
+    last_vm_scanned: datetime
+    last_vm_scanned_duration: int
+    last_vm_auth_scanned: datetime | None
+    last_vm_auth_scanned_duration: int | None
+    last_vm_processed: datetime
+    last_compliance_scan: datetime | None
+    owner: str
+    comments: str | None
+    trurisk_score: int
+    asset_criticality: int
+    last_boot: datetime
+    serial_number: str
+    hardware_uuid: str
+    agent_status: str | None
+    detection_seed: int = 0
+
+
+@dataclass(slots=True)
+class Detection:
+    unique_vuln_id: int
+    qid: int
+    type: str  # Confirmed | Potential | Info
+    severity: int
+    port: int | None
+    protocol: str | None
+    ssl: int | None
+    fqdn: str | None
+    results: str | None
+    status: str  # New | Active | Fixed | Re-Opened
+    first_found: datetime
+    last_found: datetime
+    times_found: int
+    last_test: datetime
+    last_update: datetime
+    last_fixed: datetime | None
+    first_reopened: datetime | None
+    last_reopened: datetime | None
+    times_reopened: int
+    qds: int | None
+    qds_bits: int = 0  # the random bits QDS_FACTORS derive from (rendered only when asked)
+    last_processed: datetime | None = None
+    service: str | None = None
+
+    @property
+    def qds_factors(self) -> list[tuple[str, str]]:
+        """QDS_FACTOR (name, value) pairs; names as Qualys spells them (doc §7)."""
+        if self.qds is None:
+            return []
+        bits, severity = self.qds_bits, self.severity
+        factors = [
+            ("CVSS", f"{min(10.0, severity * 2 - (bits >> 5) % 10 / 10):.1f}"),
+            ("CVSS_version", "v3.x" if bits >> 9 & 1 else "v2"),
+            ("epss", f"{(bits >> 10) % 100_000 / 100_000:.5f}"),
+            ("CVSS_vector", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"),
+        ]
+        if (bits >> 27) % 10 < 3:
+            factors.append(("RTI", "Easy_Exploit,High_Lateral_Movement"))
+            factors.append(("exploit_maturity", "weaponized" if bits >> 31 & 1 else "poc"))
+        if (bits >> 32) % 10 == 0:
+            factors.append(("CISA_vuln", "YES"))
+        return factors
+
+
