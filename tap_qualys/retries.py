@@ -1,0 +1,309 @@
+"""The one retry and limit policy for Qualys calls.
+
+Qualys hides two different limits behind HTTP 409 (1960 concurrency, 1965 rate), answers some
+failures with HTTP 200, and drops long bodies part-way. This module decides, for every failed
+attempt, whether to retry, how long to wait and what to tell the user; the streams only run
+their attempts through :meth:`RetryPolicy.run`.
+"""
+
+from __future__ import annotations
+
+import enum
+import http.client
+import json
+import logging
+import random
+import threading
+import time
+import typing as t
+from dataclasses import dataclass, field
+
+import requests
+import urllib3.exceptions
+from singer_sdk.exceptions import FatalAPIError
+
+from tap_qualys.qualys_xml import QualysResponseError, QualysTruncatedResponseError
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+T = t.TypeVar("T")
+
+#: Statuses Qualys uses for "try again later" (202 is "duplicate operation, retry later").
+RETRYABLE_STATUSES = frozenset({202, 429, 500, 502, 503, 504, 520})
+#: 1920: blocked by an existing operation; it clears by itself.
+RETRYABLE_CODES = frozenset({1920})
+CONCURRENCY_LIMIT_CODE = 1960
+RATE_LIMIT_CODE = 1965
+
+#: Pace calls once fewer than this many are left in the rate window.
+LOW_REMAINING_CALLS = 20
+
+
+class Kind(enum.Enum):
+    """What to do after a failed attempt."""
+
+    BACKOFF = "backoff"  # transient: exponential backoff with jitter
+    RATE_LIMIT = "rate_limit"  # 409/1965: wait exactly what Qualys says
+    CONCURRENCY = "concurrency"  # 409/1960: back off and use one parallel slot fewer
+    FATAL = "fatal"  # retrying cannot help
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The policy's reading of one failed attempt."""
+
+    kind: Kind
+    reason: str
+    wait: float | None = None
+
+
+class QualysAPIError(FatalAPIError):
+    """A call failed for good; the message is the one line the user sees."""
+
+
+class FailedAttempt(Exception):
+    """One attempt failed; the verdict says whether and when to try again."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        """Keep the verdict for :meth:`RetryPolicy.run`."""
+        super().__init__(verdict.reason)
+        self.verdict = verdict
+
+
+def _to_float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def classify_response(
+    status: int,
+    code: int | None,
+    text: str,
+    headers: Mapping[str, str],
+    items: Mapping[str, str] | None = None,
+) -> Verdict:
+    """Classify a failed answer: an HTTP error status, or a SIMPLE_RETURN with a CODE.
+
+    ``text`` is Qualys' own TEXT (or a short reason) and goes into the message verbatim.
+    """
+    reason = f"HTTP {status}" + (f" CODE {code}" if code is not None else "") + f": {text}"
+    if code == CONCURRENCY_LIMIT_CODE:
+        return Verdict(Kind.CONCURRENCY, reason)
+    if code == RATE_LIMIT_CODE:
+        # The header is the documented source; the SECONDS_TO_WAIT item says the same.
+        wait = _to_float(headers.get("X-RateLimit-ToWait-Sec"))
+        if wait is None:
+            wait = _to_float((items or {}).get("SECONDS_TO_WAIT"))
+        return Verdict(Kind.RATE_LIMIT, reason, wait)
+    if code in RETRYABLE_CODES:
+        return Verdict(Kind.BACKOFF, reason)
+    if code is None and status in RETRYABLE_STATUSES:
+        return Verdict(Kind.BACKOFF, reason, _to_float(headers.get("Retry-After")))
+    # 2003/2011, 1901-1922, 401, 403 and anything else: a person has to fix something.
+    return Verdict(Kind.FATAL, reason)
+
+
+#: Exceptions that mean the connection or the body broke part-way: re-send the whole request.
+TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+    requests.exceptions.Timeout,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+    http.client.IncompleteRead,
+    ConnectionResetError,
+    QualysTruncatedResponseError,
+)
+
+
+def classify_exception(exc: BaseException) -> Verdict | None:
+    """Classify an exception raised while sending or reading; None means not ours to retry."""
+    if isinstance(exc, FailedAttempt):
+        return exc.verdict
+    if isinstance(exc, TRANSIENT_EXCEPTIONS):
+        return Verdict(Kind.BACKOFF, f"{type(exc).__name__}: {_first_line(exc)}")
+    if isinstance(exc, QualysResponseError):
+        # Malformed XML: the same request would bring the same document again.
+        return Verdict(Kind.FATAL, _first_line(exc))
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def pacing_delay(headers: Mapping[str, str]) -> float:
+    """How long to pause after a successful call so the rate window is not exhausted.
+
+    Qualys answers with ToWait > 0 when a call must wait; when few calls remain, spread them at
+    the subscription's average rate (window / limit) instead of running into 1965.
+    """
+    to_wait = _to_float(headers.get("X-RateLimit-ToWait-Sec")) or 0.0
+    if to_wait > 0:
+        return to_wait
+    remaining = _to_float(headers.get("X-RateLimit-Remaining"))
+    limit = _to_float(headers.get("X-RateLimit-Limit"))
+    window = _to_float(headers.get("X-RateLimit-Window-Sec"))
+    if remaining is None or not limit or not window or remaining >= LOW_REMAINING_CALLS:
+        return 0.0
+    return window / limit
+
+
+@dataclass
+class RequestStats:
+    """Per-stream counters for the end-of-sync summary; shared by worker threads."""
+
+    requests: int = 0
+    retries: int = 0
+    concurrency_409s: int = 0
+    rate_409s: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, attr: str) -> None:
+        """Add one to a counter."""
+        with self._lock:
+            setattr(self, attr, getattr(self, attr) + 1)
+
+
+class RetryPolicy:
+    """Run attempts until one succeeds, the error is fatal, or ``max_retries`` is spent."""
+
+    def __init__(
+        self,
+        *,
+        max_retries: int,
+        backoff_base: float = 2.0,
+        backoff_max: float = 300.0,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        """Configure the policy; ``sleep`` and ``jitter`` are injectable for tests."""
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.sleep = sleep
+        self.jitter = jitter
+        self.logger = logger or logging.getLogger(__name__)
+
+    def wait_for(self, verdict: Verdict, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        if verdict.kind is Kind.RATE_LIMIT and verdict.wait is not None:
+            return verdict.wait
+        backoff = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        if verdict.wait is not None:  # Retry-After on a 429/503
+            backoff = max(backoff, verdict.wait)
+        # Jitter in [0.5, 1.0) of the backoff, so parallel workers that hit the same 409 do
+        # not come back in lock-step and collide again.
+        return backoff * (0.5 + self.jitter() / 2)
+
+    def run(
+        self,
+        attempt: Callable[[], T],
+        *,
+        label: str,
+        stats: RequestStats,
+        on_concurrency_limit: Callable[[], None] | None = None,
+        on_rate_limit: Callable[[float], None] | None = None,
+    ) -> T:
+        """Call ``attempt`` under the policy; ``label`` is ``"<stream>: <path>"``.
+
+        ``on_concurrency_limit`` hears of every 409/1960, ``on_rate_limit`` of every 1965 wait,
+        so parallel callers of the same API can hold back too.
+        """
+        retries = 0
+        while True:
+            stats.count("requests")
+            try:
+                return attempt()
+            except QualysAPIError:
+                raise
+            except Exception as exc:
+                verdict = classify_exception(exc)
+                if verdict is None:
+                    raise
+            if verdict.kind is Kind.FATAL:
+                raise QualysAPIError(f"{label} failed: {verdict.reason}")
+            if verdict.kind is Kind.CONCURRENCY:
+                stats.count("concurrency_409s")
+                if on_concurrency_limit is not None:
+                    on_concurrency_limit()
+            elif verdict.kind is Kind.RATE_LIMIT:
+                stats.count("rate_409s")
+            if retries >= self.max_retries:
+                raise QualysAPIError(
+                    f"{label} failed after {retries + 1} attempts: {verdict.reason}"
+                )
+            retries += 1
+            stats.count("retries")
+            wait = self.wait_for(verdict, retries)
+            if verdict.kind is Kind.RATE_LIMIT and on_rate_limit is not None:
+                on_rate_limit(wait)
+            self.logger.warning(
+                "%s: retry %d/%d in %.1f s after %s",
+                label,
+                retries,
+                self.max_retries,
+                wait,
+                verdict.reason,
+            )
+            self.sleep(wait)
+
+
+# --- Gateway (CSAM, PCRS): JSON error bodies and 429 --------------------------------------------
+
+HTTP_TOO_MANY_REQUESTS = 429
+
+
+def _gateway_error_text(body: bytes) -> tuple[int | None, str]:
+    """Qualys' code and text from a gateway error body, whichever of its JSON shapes it has.
+
+    400: ``[{"response": {"code": 1905, "text": "..."}}]``; 401/404 and Spring errors:
+    ``{"message": "...", "error": "..."}``; anything else (an HTML page from a proxy) is cut
+    to a short plain-text reason.
+    """
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        text = " ".join(body[:300].decode("utf-8", "replace").split())
+        return None, text or "no body"
+    if isinstance(doc, list) and doc and isinstance(doc[0], dict):
+        doc = doc[0]
+    if isinstance(doc, dict):
+        inner = doc.get("response")
+        if isinstance(inner, dict):
+            code = str(inner.get("code", ""))
+            return (
+                int(code) if code.isdigit() else None,
+                str(inner.get("text") or inner.get("message") or ""),
+            )
+        for key in ("message", "responseMessage", "error"):
+            if doc.get(key):
+                return None, str(doc[key])
+    return None, " ".join(str(doc)[:300].split())
+
+
+def classify_gateway_response(
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+) -> Verdict:
+    """Classify a failed gateway answer (not 401: the token refresh handles that).
+
+    A 429 waits exactly what ``Retry-After`` or ``X-RateLimit-ToWait-Sec`` says when present
+    (§2: whether the gateway sends the VM API's headers is unsure, so both are read), and backs
+    off otherwise. Qualys codes in 400 bodies (1905 invalid value, ...) are fatal.
+    """
+    code, text = _gateway_error_text(body)
+    if status == HTTP_TOO_MANY_REQUESTS:
+        reason = f"HTTP 429: {text}"
+        wait = _to_float(headers.get("Retry-After"))
+        if wait is None:
+            wait = _to_float(headers.get("X-RateLimit-ToWait-Sec"))
+        return Verdict(Kind.RATE_LIMIT if wait is not None else Kind.BACKOFF, reason, wait)
+    return classify_response(status, code, text, headers)

@@ -1,0 +1,280 @@
+"""CyberSecurity Asset Management (CSAM, asset inventory v2): ``csam_assets``, from the gateway.
+
+Paging, bookmark and resume:
+
+- ``POST /rest/2.0/search/am/asset?pageSize=300&lastSeenAssetId=N`` pages in ascending assetId
+  order; the answer says ``hasMore`` and the ``lastSeenAssetId`` to send next.
+- Incremental on ``lastModifiedDate``: the JSON filter ``asset.lastUpdated GREATER <bookmark>``.
+  Pages are not in date order, so the SDK only promotes the new bookmark when the stream ends,
+  capped at the run's start (the SDK's signpost): an asset changed while the run was paging past
+  it is fetched again next run instead of being skipped.
+- Resumable: after every fully emitted page the stream state gets a resume point,
+  ``{"resume": {"lastSeenAssetId": N, "query": {...}}}``, and a STATE message is written at once.
+  A run that starts with a resume point for the same query continues after asset N instead of
+  starting over (a 1.5M-asset subscription is 5,000 pages); the point is removed when the stream
+  finishes. A resume point for another query (bookmark, tag filter or includeFields changed) is
+  ignored.
+
+Record shape: the API's own keys. ``date-time`` fields come out as ISO-8601 UTC strings, epoch
+milliseconds included (see ``client.DateNormalizer``); software ids above 2**53 stay exact
+integers. ``inventoryListData`` / ``inventory_list_data`` (other spellings seen for the inventory
+block) are read into ``inventory``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import typing as t
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from singer_sdk import SchemaDirectory, StreamSchema
+from singer_sdk.pagination import BaseAPIPaginator
+
+from tap_qualys import schemas
+from tap_qualys.client import QualysGatewayStream
+from tap_qualys.retries import FailedAttempt, Kind, QualysAPIError, Verdict
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from singer_sdk.helpers.types import Context, Record
+
+SCHEMAS = SchemaDirectory(schemas)
+#: The documented maximum page size of the asset search.
+MAX_PAGE_SIZE = 300
+#: Sent or kept whatever ``csam_include_fields`` says: the primary and the replication key.
+REQUIRED_FIELDS = ("assetId", "lastModifiedDate")
+_INVENTORY_SPELLINGS = ("inventoryListData", "inventory_list_data")
+
+
+@dataclass(frozen=True)
+class CsamPage:
+    """One validated search answer."""
+
+    assets: list[dict[str, t.Any]]
+    has_more: bool
+    last_seen_asset_id: int | None
+
+
+def _transient(reason: str) -> FailedAttempt:
+    return FailedAttempt(Verdict(Kind.BACKOFF, reason))
+
+
+def read_csam_page(body: t.Any) -> CsamPage:
+    """Validate the search envelope (§8); an unusable one is a transient failure to retry.
+
+    ``responseCode`` other than SUCCESS, no ``hasMore``, or ``hasMore`` without a
+    ``lastSeenAssetId`` to continue from: Qualys answers those with HTTP 200 under load.
+    """
+    if not isinstance(body, dict):
+        raise _transient(f"search answer is a JSON {type(body).__name__}, not an object")
+    if body.get("responseCode") != "SUCCESS":
+        raise _transient(
+            f"responseCode {body.get('responseCode')!r}: {body.get('responseMessage') or ''}"
+        )
+    raw_more = body.get("hasMore")
+    if raw_more is None:
+        raise _transient("search answer has no hasMore")
+    # hasMore arrives as 1/0, "1"/"0" and, from some proxies, true/false.
+    has_more = str(raw_more).strip().lower() in {"1", "true"}
+    raw_last = body.get("lastSeenAssetId")
+    last_seen = int(raw_last) if raw_last not in {None, ""} else None
+    if has_more and last_seen is None:
+        raise _transient("hasMore=1 without lastSeenAssetId")
+    listed = (body.get("assetListData") or {}).get("asset") or []
+    assets = [listed] if isinstance(listed, dict) else list(listed)
+    return CsamPage(assets, has_more, last_seen)
+
+
+def read_csam_count(body: t.Any) -> int:
+    """``{"responseCode": "SUCCESS", "count": N}``; anything else is retried."""
+    if not isinstance(body, dict) or body.get("responseCode") != "SUCCESS":
+        raise _transient("count answer is not a SUCCESS")
+    return int(body.get("count") or 0)
+
+
+class CsamAssetPaginator(BaseAPIPaginator[int]):
+    """``lastSeenAssetId`` paging over :class:`CsamPage`; 0 asks for the first page."""
+
+    @override
+    def advance(self, response: t.Any) -> None:
+        # Advanced with the validated CsamPage, not the raw response (parsed once, in the retry).
+        super().advance(response)
+
+    @override
+    def has_more(self, response: t.Any) -> bool:
+        return bool(response.has_more)
+
+    @override
+    def get_next(self, response: t.Any) -> int | None:
+        next_id: int = response.last_seen_asset_id
+        if next_id <= self.current_value:
+            # Ids ascend; a cursor that does not would page forever or skip assets.
+            msg = (
+                f"csam_assets: lastSeenAssetId went from {self.current_value} to {next_id}; "
+                "stopping rather than paging in a loop"
+            )
+            raise QualysAPIError(msg)
+        return next_id
+
+
+def qualys_filter_datetime(value: datetime | str) -> str:
+    """A bookmark as the filter value: UTC to the second, floored (so the window overlaps)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class CsamAssetsStream(QualysGatewayStream):
+    """CSAM assets with their nested inventory; ``hostId`` joins them to the VM ``hosts``."""
+
+    name = "csam_assets"
+    path = "/rest/2.0/search/am/asset"
+    primary_keys = ("assetId",)
+    replication_key = "lastModifiedDate"
+    # Pages come in assetId order, not by date: the bookmark moves only at the end.
+    is_sorted = False
+    schema = StreamSchema(SCHEMAS)
+    record_unit = "assets"
+
+    #: Same filters as the search; answers how many assets match.
+    count_path = "/rest/2.0/count/am/asset"
+    #: The state key of the resume point described in the module docstring.
+    resume_key = "resume"
+
+    def query(self, context: Context | None) -> dict[str, t.Any]:
+        """What this run asks for, besides the cursor: filters, page size and includeFields."""
+        config = self.config
+        filters = []
+        start = self.get_starting_timestamp(context)
+        if start is not None:
+            filters.append(
+                {
+                    "field": "asset.lastUpdated",
+                    "operator": "GREATER",
+                    "value": qualys_filter_datetime(start),
+                }
+            )
+        if tag := config.get("csam_tag_filter"):
+            filters.append({"field": "tags.name", "operator": "EQUALS", "value": tag})
+        include = list(config.get("csam_include_fields") or [])
+        if include:
+            include += [field for field in REQUIRED_FIELDS if field not in include]
+        return {
+            "filters": filters,
+            "pageSize": min(int(config.get("csam_page_size", MAX_PAGE_SIZE)), MAX_PAGE_SIZE),
+            "includeFields": ",".join(include) or None,
+        }
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[Record]:
+        query = self.query(context)
+        start_id = self._resume_point(query)
+        self.logger.info(
+            "%s: POST %s%s pageSize=%s, filters=%s, includeFields=%s%s",
+            self.name,
+            self.url_base,
+            self.path,
+            query["pageSize"],
+            query["filters"] or "none (everything)",
+            query["includeFields"] or "all",
+            f", resuming after assetId {start_id}" if start_id else "",
+        )
+        paginator = CsamAssetPaginator(start_id)
+        body = {"filters": query["filters"]} if query["filters"] else None
+        total = self._count(body)
+        while not paginator.finished:
+            started = time.monotonic()
+            page = self.gateway_call(
+                self.path,
+                read_csam_page,
+                params={
+                    "pageSize": query["pageSize"],
+                    "lastSeenAssetId": paginator.current_value,
+                    "includeFields": query["includeFields"],
+                },
+                body=body,
+            )
+            self.logger.info(
+                "%s: page %d: %s assets (%s so far of %s), lastSeenAssetId=%s, hasMore=%d, %.1f s",
+                self.name,
+                paginator.count + 1,
+                f"{len(page.assets):,}",
+                f"{self.records_emitted + len(page.assets):,}",
+                total,
+                page.last_seen_asset_id,
+                page.has_more,
+                time.monotonic() - started,
+            )
+            for asset in page.assets:
+                self.records_emitted += 1
+                yield read_inventory(asset)
+            # The generator only resumes here once the SDK has written the page's last record.
+            paginator.advance(page)
+            if not paginator.finished:
+                self._save_resume_point(query, paginator.current_value)
+        self.stream_state.pop(self.resume_key, None)
+        self.state_manager.is_flushed = False
+        self.log_summary()
+
+    def _count(self, body: dict[str, t.Any] | None) -> str:
+        """How many assets match, for the progress lines; "?" when the count call fails.
+
+        Only a progress aid (on resume it counts the whole query, not what is left), so a
+        failure here must not fail the sync.
+        """
+        try:
+            count = self.gateway_call(self.count_path, read_csam_count, body=body)
+        except QualysAPIError as exc:
+            self.logger.warning("%s: no asset count for progress lines: %s", self.name, exc)
+            return "?"
+        self.logger.info("%s: %s assets match", self.name, f"{count:,}")
+        return f"{count:,}"
+
+    def _resume_point(self, query: dict[str, t.Any]) -> int:
+        saved = self.stream_state.get(self.resume_key)
+        if not saved:
+            return 0
+        if saved.get("query") != query:
+            self.logger.warning(
+                "%s: ignoring the resume point after assetId %s: it belongs to another query "
+                "(%s); starting from the first page",
+                self.name,
+                saved.get("lastSeenAssetId"),
+                saved.get("query"),
+            )
+            return 0
+        return int(saved["lastSeenAssetId"])
+
+    def _save_resume_point(self, query: dict[str, t.Any], last_seen_asset_id: int) -> None:
+        self.stream_state[self.resume_key] = {
+            "lastSeenAssetId": last_seen_asset_id,
+            "query": query,
+        }
+        # Written now, not at the SDK's next 10,000th record: a crash must find it.
+        self.state_manager.is_flushed = False
+        self._write_state_message()
+
+
+def read_inventory(asset: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Move the inventory block to ``inventory`` whichever of its spellings the API used."""
+    for key in _INVENTORY_SPELLINGS:
+        if key not in asset:
+            continue
+        listed = asset.pop(key)
+        if isinstance(listed, dict) and "inventory" in listed:
+            listed = listed["inventory"]
+        if isinstance(listed, list):
+            listed = listed[0] if listed else None
+        if asset.get("inventory") is None:
+            asset["inventory"] = listed
+    return asset

@@ -1,0 +1,402 @@
+"""Policy Compliance posture (PCRS): ``pcrs_policies`` -> ``pcrs_policy_host_ids`` ->
+``pcrs_posture_info``, from the gateway, in the call order Qualys prescribes (§9).
+
+- ``pcrs_policies``: ``GET /pcrs/2.0/posture/policy/list?lastEvaluationDate=<bookmark>``,
+  incremental on ``lastEvaluatedDate``. It emits every policy it gets, but only **active** ones
+  have children: Qualys evaluates no inactive policy, so they have no hosts and no postures.
+- ``pcrs_policy_host_ids``: per active policy, ``GET /pcrs/5.0/posture/hostids?policyId=&
+  lastScanDate=<window>``; one record ``{policyId, hostId, subscriptionId}`` per host. The ids
+  arrive as strings and are emitted as integers (they join to ``hosts.id``). An answer with an
+  ``error`` and no ids (an unknown policy) is logged as a warning and yields nothing.
+- ``pcrs_posture_info``: ``POST /pcrs/5.0/posture/postureInfo`` with the policy's host ids in
+  batches of ``pcrs_batch_size``, up to ``pcrs_max_concurrency`` batches in flight, each with a
+  ``pcrs_request_timeout`` (1 hour by default, as QualysETL). Batches are fetched on worker
+  threads; records are emitted on the main thread in batch order.
+
+Incremental window: the children use the window of their policy list, i.e. the policies'
+bookmark from the previous run (or ``start_date``). A policy evaluated since then is listed;
+its hosts scanned since then are listed (``lastScanDate``); their full posture for the policy is
+fetched. Children keep no state of their own (``state_partitioning_keys = []``): the policies'
+bookmark only moves after the children of every policy were emitted, so a failed run is
+repeated. Syncing the children without selecting ``pcrs_policies`` fetches everything each run,
+because the window then never moves.
+
+Keys: ``pcrs_policies.id``; ``pcrs_policy_host_ids`` (``policyId``, ``hostId``);
+``pcrs_posture_info.id``, Qualys' posture id, which identifies one (policy, host, control,
+instance) evaluation and stays the same across evaluations, so re-evaluated postures upsert.
+Dates come out as ISO-8601 UTC; PCRS' ``""`` for a date that never happened becomes null.
+
+Controls: there is no separate controls stream. Every posture record carries its control's
+columns, so QualysETL's normalized ``q_pcrs_postureinfo_controls`` table is a query over
+``pcrs_posture_info``: :data:`CONTROLS_VIEW_SQL` (SQLite, as loaded by ``target-sqlite``, which
+stores objects as JSON text). No control data is fetched twice, and the view is never staler
+than the postures.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+import typing as t
+from dataclasses import dataclass
+
+from singer_sdk import SchemaDirectory, StreamSchema
+
+from tap_qualys import schemas
+from tap_qualys.client import QualysGatewayStream
+from tap_qualys.concurrency import OrderedPipeline
+from tap_qualys.retries import FailedAttempt, Kind, Verdict
+from tap_qualys.streams.csam import qualys_filter_datetime
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from singer_sdk.helpers.types import Context, Record
+
+SCHEMAS = SchemaDirectory(schemas)
+#: "Everything" for the date filters Qualys requires: the first run with no start_date.
+EPOCH = "1970-01-01T00:00:00Z"
+DEFAULT_BATCH_SIZE = 250
+DEFAULT_MAX_CONCURRENCY = 10
+#: Qualys' guidance for postureInfo: no more than 15 calls in parallel (§9).
+MAX_CONCURRENCY = 15
+DEFAULT_POSTURE_TIMEOUT = 3600
+#: Posture fields that are ids: emitted as integers whether Qualys sends numbers or strings.
+POSTURE_ID_FIELDS = ("id", "policyId", "hostId", "controlId", "technologyId", "assetId")
+#: One row per (control, technology): the controls table, derived from the postures.
+CONTROLS_VIEW_SQL = """
+CREATE VIEW IF NOT EXISTS pcrs_posture_controls AS
+SELECT controlId,
+       technologyId,
+       MAX(json_extract(technology, '$.name')) AS technologyName,
+       MAX(controlStatement) AS controlStatement,
+       MAX(rationale) AS rationale,
+       MAX(remediation) AS remediation,
+       MAX(controlReference) AS controlReference,
+       MAX(json_extract(criticality, '$.value')) AS criticalityValue,
+       MAX(json_extract(criticality, '$.label')) AS criticalityLabel,
+       COUNT(*) AS postures,
+       SUM(status = 'Failed') AS failedPostures
+FROM pcrs_posture_info
+GROUP BY controlId, technologyId
+"""
+#: A fetched postureInfo batch: (batch number, posture records, seconds taken).
+FetchedBatch = tuple[int, list[dict[str, t.Any]], float]
+
+
+def _transient(reason: str) -> FailedAttempt:
+    return FailedAttempt(Verdict(Kind.BACKOFF, reason))
+
+
+def _check_error_envelope(body: t.Any) -> None:
+    """Raise for ``[{"response": {"code", "text"}}]`` answered with HTTP 200.
+
+    That is the shape of PCRS errors (§9); with a 200 it is a server-side failure, not a
+    request Qualys refused, so it is retried and, if it persists, reported with its text.
+    """
+    first = body[0] if isinstance(body, list) and body else body
+    if isinstance(first, dict) and isinstance(first.get("response"), dict):
+        error = first["response"]
+        raise _transient(f"HTTP 200 with error {error.get('code')}: {error.get('text')}")
+
+
+def as_int(value: t.Any) -> t.Any:
+    """An id as an integer when it is one (``"689660145"`` -> 689660145), else unchanged."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
+
+
+@dataclass(frozen=True)
+class PolicyList:
+    """A validated policy list answer."""
+
+    subscription_id: t.Any
+    policies: list[dict[str, t.Any]]
+
+
+def read_policy_list(body: t.Any) -> PolicyList:
+    """``{"subscriptionId": …, "policyList": [...]}``; anything else is retried."""
+    _check_error_envelope(body)
+    if not isinstance(body, dict) or not isinstance(body.get("policyList", []), list):
+        raise _transient("policy list answer has no policyList array")
+    return PolicyList(as_int(body.get("subscriptionId")), list(body.get("policyList") or []))
+
+
+def read_host_ids(body: t.Any) -> list[dict[str, t.Any]]:
+    """``[{"policyId", "subscriptionId", "hostIds": [...], "error"?}]``; else retried."""
+    _check_error_envelope(body)
+    entries = [body] if isinstance(body, dict) else body
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise _transient("host ids answer is not a list of objects")
+    return entries
+
+
+def read_postures(body: t.Any) -> list[dict[str, t.Any]]:
+    """The posture records of one batch: a JSON array of objects; else retried."""
+    _check_error_envelope(body)
+    if not isinstance(body, list) or not all(isinstance(r, dict) for r in body):
+        raise _transient("postureInfo answer is not a JSON array of posture records")
+    return body
+
+
+class PcrsPoliciesStream(QualysGatewayStream):
+    """Compliance policies; the parent of their host ids and postures."""
+
+    name = "pcrs_policies"
+    path = "/pcrs/2.0/posture/policy/list"
+    primary_keys = ("id",)
+    replication_key = "lastEvaluatedDate"
+    is_sorted = False
+    schema = StreamSchema(SCHEMAS)
+    record_unit = "policies"
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """No window until the sync starts."""
+        super().__init__(*args, **kwargs)
+        #: This run's lastEvaluationDate; the children's lastScanDate.
+        self.window = EPOCH
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[Record]:
+        start = self.get_starting_timestamp(context)
+        window = qualys_filter_datetime(start) if start is not None else EPOCH
+        self.logger.info(
+            "%s: GET %s%s lastEvaluationDate=%s", self.name, self.url_base, self.path, window
+        )
+        self.window = window
+        answer = self.gateway_call(
+            self.path, read_policy_list, method="GET", params={"lastEvaluationDate": window}
+        )
+        active = sum(1 for p in answer.policies if is_active(p))
+        self.logger.info(
+            "%s: %d policies evaluated since %s, %d active (only those have postures)",
+            self.name,
+            len(answer.policies),
+            window,
+            active,
+        )
+        for policy in answer.policies:
+            self.records_emitted += 1
+            yield {
+                **policy,
+                "id": as_int(policy.get("id")),
+                "subscriptionId": answer.subscription_id,
+            }
+        self.log_summary()
+        for child in self.descendent_streams:
+            if isinstance(child, QualysGatewayStream) and child.selected:
+                child.log_summary()
+
+    @override
+    def generate_child_contexts(
+        self, record: Record, context: Context | None
+    ) -> Iterable[Context | None]:
+        if is_active(record):
+            yield {
+                "policyId": record["id"],
+                "subscriptionId": record["subscriptionId"],
+                "window": self.window,
+            }
+
+
+def is_active(policy: t.Mapping[str, t.Any]) -> bool:
+    """Whether Qualys evaluates the policy (``status`` active)."""
+    return str(policy.get("status", "")).lower() == "active"
+
+
+class PcrsPolicyHostIdsStream(QualysGatewayStream):
+    """The hosts each active policy evaluated in the window; hands them to the postures."""
+
+    name = "pcrs_policy_host_ids"
+    path = "/pcrs/5.0/posture/hostids"
+    parent_stream_type = PcrsPoliciesStream
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    primary_keys = ("policyId", "hostId")
+    schema = StreamSchema(SCHEMAS)
+    record_unit = "host ids"
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Start with no policy in progress."""
+        super().__init__(*args, **kwargs)
+        self._host_ids: list[int] = []
+        self._remaining = 0
+
+    @property
+    def postures(self) -> PcrsPostureInfoStream | None:
+        """The posture stream, when it is to be synced."""
+        for child in self.child_streams:
+            if isinstance(child, PcrsPostureInfoStream) and child.selected:
+                return child
+        return None
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[Record]:
+        if not context:
+            return
+        policy_id = context["policyId"]
+        entries = self.gateway_call(
+            self.path,
+            read_host_ids,
+            method="GET",
+            params={"policyId": policy_id, "lastScanDate": context["window"]},
+        )
+        host_ids: dict[int, None] = {}
+        for entry in entries:
+            ids = entry.get("hostIds") or []
+            if entry.get("error") and not ids:
+                self.logger.warning(
+                    "%s: policy %s: Qualys answered %r and no host ids; skipping the policy",
+                    self.name,
+                    policy_id,
+                    entry["error"],
+                )
+                continue
+            host_ids.update(dict.fromkeys(int(h) for h in ids))
+        self.logger.info(
+            "%s: policy %s: %s hosts scanned since %s",
+            self.name,
+            policy_id,
+            f"{len(host_ids):,}",
+            context["window"],
+        )
+        self._host_ids = list(host_ids)
+        self._remaining = len(self._host_ids)
+        for host_id in self._host_ids:
+            self.records_emitted += 1
+            yield {
+                "policyId": policy_id,
+                "hostId": host_id,
+                "subscriptionId": context["subscriptionId"],
+            }
+
+    @override
+    def generate_child_contexts(
+        self, record: Record, context: Context | None
+    ) -> Iterable[Context | None]:
+        # One posture context per policy, after its last host record: postureInfo needs the
+        # whole id list to batch it. The ids travel through queue_policy, not the context,
+        # which the SDK copies into its metric log lines.
+        self._remaining -= 1
+        postures = self.postures
+        if postures is not None and self._remaining == 0 and context:
+            yield postures.queue_policy(context, self._host_ids)
+
+
+class PcrsPostureInfoStream(QualysGatewayStream):
+    """Posture records: one per policy, host, control and instance evaluated."""
+
+    name = "pcrs_posture_info"
+    path = "/pcrs/5.0/posture/postureInfo"
+    parent_stream_type = PcrsPolicyHostIdsStream
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    primary_keys = ("id",)
+    schema = StreamSchema(SCHEMAS)
+    record_unit = "postures"
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Start with no queued policy."""
+        super().__init__(*args, **kwargs)
+        self._queued: dict[t.Any, list[int]] = {}
+        self._policies = 0
+
+    def queue_policy(self, context: Context, host_ids: list[int]) -> Context:
+        """Take a policy's host ids from the parent; return the child context naming it."""
+        self._queued[context["policyId"]] = list(host_ids)
+        return {"policyId": context["policyId"], "subscriptionId": context["subscriptionId"]}
+
+    @property
+    def batch_size(self) -> int:
+        """Host ids per postureInfo call."""
+        return int(self.config.get("pcrs_batch_size", DEFAULT_BATCH_SIZE))
+
+    @property
+    def max_concurrency(self) -> int:
+        """postureInfo calls in flight at once, never above Qualys' 15."""
+        wanted = int(self.config.get("pcrs_max_concurrency", DEFAULT_MAX_CONCURRENCY))
+        return max(1, min(wanted, MAX_CONCURRENCY))
+
+    def posture_params(self) -> dict[str, int]:
+        """The flags of every postureInfo call."""
+        return {
+            "evidenceRequired": int(bool(self.config.get("pcrs_evidence_required", False))),
+            "compressionRequired": int(bool(self.config.get("pcrs_compression_required", True))),
+        }
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[Record]:
+        if not context or context["policyId"] not in self._queued:
+            return
+        policy_id = context["policyId"]
+        host_ids = self._queued.pop(policy_id)
+        size = self.batch_size
+        batches = [host_ids[i : i + size] for i in range(0, len(host_ids), size)]
+        self._policies += 1
+        if self._policies == 1:
+            self.logger.info(
+                "%s: POST %s%s %s, %d hosts per batch, %d batches in parallel",
+                self.name,
+                self.url_base,
+                self.path,
+                self.posture_params(),
+                size,
+                self.max_concurrency,
+            )
+        concurrency = self.max_concurrency
+        # The window is the number of batches held at once, running or finished and waiting:
+        # one per worker keeps memory at `concurrency` batches of postures.
+        with OrderedPipeline[FetchedBatch](
+            workers=concurrency, window=lambda: concurrency
+        ) as pipeline:
+            for number, batch in enumerate(batches, 1):
+                body = [
+                    {
+                        "policyId": str(policy_id),
+                        "subscriptionId": str(context["subscriptionId"]),
+                        "hostIds": [str(h) for h in batch],
+                    }
+                ]
+                ready = pipeline.submit(functools.partial(self._fetch_batch, number, body))
+                yield from self._emit(policy_id, len(batches), ready)
+            yield from self._emit(policy_id, len(batches), pipeline.drain())
+
+    def _fetch_batch(self, number: int, body: list[dict[str, t.Any]]) -> FetchedBatch:
+        """One postureInfo call (on a worker thread)."""
+        started = time.monotonic()
+        records = self.gateway_call(
+            self.path,
+            read_postures,
+            params=self.posture_params(),
+            body=body,
+            timeout=float(self.config.get("pcrs_request_timeout", DEFAULT_POSTURE_TIMEOUT)),
+        )
+        return number, records, time.monotonic() - started
+
+    def _emit(
+        self,
+        policy_id: t.Any,
+        total: int,
+        results: Iterable[FetchedBatch],
+    ) -> Iterator[Record]:
+        for number, records, elapsed in results:
+            self.logger.info(
+                "%s: policy %s batch %d/%d: %s postures, %.1f s",
+                self.name,
+                policy_id,
+                number,
+                total,
+                f"{len(records):,}",
+                elapsed,
+            )
+            for record in records:
+                for field in POSTURE_ID_FIELDS:
+                    if field in record:
+                        record[field] = as_int(record[field])
+                self.records_emitted += 1
+                yield record

@@ -1,0 +1,335 @@
+"""Vulnerability Management streams: the KnowledgeBase, hosts and their detections."""
+
+from __future__ import annotations
+
+import sys
+import typing as t
+from datetime import datetime, timedelta, timezone
+
+from singer_sdk import SchemaDirectory, StreamSchema
+
+from tap_qualys import qualys_xml, schemas
+from tap_qualys.client import CHUNK_SIZE, FetchedPage, QualysVMStream
+from tap_qualys.concurrency import ConcurrencyLimit, OrderedPipeline
+from tap_qualys.retries import QualysAPIError
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    import requests
+    from singer_sdk.helpers.types import Context, Record
+
+SCHEMAS = SchemaDirectory(schemas)
+QUALYS_DATETIME = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _flag(value: object) -> int:
+    return 1 if value else 0
+
+
+def _parse_datetime(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _qualys_datetime(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime(QUALYS_DATETIME)
+
+
+class KnowledgeBaseStream(QualysVMStream):
+    """The KnowledgeBase: one record per QID, with CVEs, CVSS and the vendor texts.
+
+    Incremental on ``last_service_modification_datetime`` through ``last_modified_after``. The
+    next run starts ``kb_overlap_days`` before the bookmark, as QualysETL does, because Qualys
+    back-dates some modifications.
+    """
+
+    name = "knowledge_base"
+    path = "/api/4.0/fo/knowledge_base/vuln/"
+    primary_keys = ("qid",)
+    replication_key = "last_service_modification_datetime"
+    is_sorted = False
+    schema = StreamSchema(SCHEMAS)
+
+    @override
+    def parse_response(self, response: requests.Response) -> qualys_xml.XMLPage:
+        return qualys_xml.parse_knowledge_base(response.iter_content(CHUNK_SIZE))
+
+    @override
+    def qualys_params(self, context: Context | None) -> dict[str, t.Any]:
+        return {
+            "details": "All",
+            "show_disabled_flag": 1,
+            "show_qid_change_log": 1,
+            "show_supported_modules_info": 1,
+            "show_pci_reasons": 1,
+            "last_modified_after": self._modified_after(context),
+        }
+
+    def _modified_after(self, context: Context | None) -> str | None:
+        start = self.get_starting_timestamp(context)
+        if start is None:
+            return None
+        if self.get_context_state(context).get("replication_key_value"):
+            start -= timedelta(days=int(self.config.get("kb_overlap_days", 30)))
+        return _qualys_datetime(start)
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[Record]:
+        self.log_filters(self.qualys_params(context))
+        yield from super().get_records(context)
+        self.log_summary()
+
+
+class HostsStream(QualysVMStream):
+    """Hosts from the Host List, with tags and cloud metadata; parent of ``host_detections``.
+
+    Incremental on ``vm_processed_after`` (the time a host's scan results were processed, which
+    catches late agent data that scan-date filters miss). Host List has no such field in its
+    records, so the SDK's replication-key machinery (max of a record field) cannot track it.
+    The stream keeps its own bookmark instead, ``{"vm_processed_after": "<datetime>"}`` in its
+    state: the server's RESPONSE DATETIME of the run's first Host List page, i.e. the run's
+    start as Qualys saw it. It is written only after every host *and every detection batch* has
+    been emitted, so a failed run is repeated rather than leaving a gap, and the next run starts
+    ``hosts_overlap_minutes`` earlier to cover results processed while this run started. With no
+    bookmark the window starts at ``start_date``, or covers everything.
+    """
+
+    name = "hosts"
+    path = "/api/5.0/fo/asset/host/"
+    primary_keys = ("id",)
+    schema = StreamSchema(SCHEMAS)
+
+    #: The state key of the bookmark described above.
+    bookmark_key = "vm_processed_after"
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Start with no pending batch of host ids."""
+        super().__init__(*args, **kwargs)
+        self._host_ids: list[int] = []
+        self._last_record = False
+
+    @override
+    def parse_response(self, response: requests.Response) -> qualys_xml.XMLPage:
+        return qualys_xml.parse_host_list(response.iter_content(CHUNK_SIZE))
+
+    @override
+    def qualys_params(self, context: Context | None) -> dict[str, t.Any]:
+        config = self.config
+        cloud = config.get("show_cloud_metadata", True)
+        return {
+            "details": "All",
+            "truncation_limit": config.get("truncation_limit", 1000),
+            "show_asset_id": 1,
+            "show_tags": _flag(config.get("show_tags", True)),
+            "show_cloud_tags": _flag(cloud),
+            "host_metadata": "all" if cloud else None,
+            "vm_processed_after": self.processed_after(),
+            "id_min": config.get("id_min"),
+            "id_max": config.get("id_max"),
+            **tag_filters(config),
+        }
+
+    def processed_after(self) -> str | None:
+        """The start of this run's window: the bookmark minus the overlap, or start_date."""
+        bookmark = self.stream_state.get(self.bookmark_key)
+        if bookmark:
+            overlap = timedelta(minutes=int(self.config.get("hosts_overlap_minutes", 60)))
+            return _qualys_datetime(_parse_datetime(bookmark) - overlap)
+        start_date = self.config.get("start_date")
+        return _qualys_datetime(_parse_datetime(start_date)) if start_date else None
+
+    @property
+    def detections(self) -> HostDetectionsStream | None:
+        """The detection stream, when it (or anything below it) is to be synced."""
+        for child in self.child_streams:
+            if isinstance(child, HostDetectionsStream) and (
+                child.selected or child.has_selected_descendents
+            ):
+                return child
+        return None
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[Record]:
+        self.log_filters(self.qualys_params(context))
+        self._host_ids, self._last_record = [], False
+        self.first_response_datetime = None
+        # Hold one host back: the last host must flush the final, partial detection batch,
+        # and only the next record (or the end of the pages) tells that a host was the last.
+        previous: Record | None = None
+        try:
+            for record in super().get_records(context):
+                if previous is not None:
+                    yield previous
+                previous = record
+            if previous is not None:
+                self._last_record = True
+                yield previous
+        except BaseException:
+            # Stop detection batches still queued or running: the sync has failed.
+            if detections := self.detections:
+                detections.close_pipeline()
+            raise
+        # Every host and every detection batch is out: now the window may move.
+        if self.first_response_datetime:
+            self.stream_state[self.bookmark_key] = self.first_response_datetime
+            self.state_manager.is_flushed = False
+        self.log_summary()
+        if detections := self.detections:
+            detections.log_summary()
+
+    @override
+    def generate_child_contexts(
+        self,
+        record: Record,
+        context: Context | None,
+    ) -> Iterable[Context | None]:
+        detections = self.detections
+        if detections is None:
+            return
+        self._host_ids.append(record["id"])
+        batch_size = int(self.config.get("host_batch_size", 1000))
+        if len(self._host_ids) >= batch_size or self._last_record:
+            yield detections.queue_batch(self._host_ids, last=self._last_record)
+            self._host_ids = []
+
+
+class HostDetectionsStream(QualysVMStream):
+    """Detections (vulnerabilities found on hosts), fetched for batches of the parent's hosts.
+
+    The hosts stream hands over its host ids in batches of ``host_batch_size``; each batch is
+    one ``ids=`` POST with ``truncation_limit=0``. Batches run in parallel on worker threads, up
+    to what the subscription's concurrency limit allows, and their records are emitted here on
+    the main thread in batch order. Detections are a full snapshot of each host that changed, so
+    there is no state of their own; Fixed is fetched by default so remediations close downstream.
+    """
+
+    name = "host_detections"
+    path = "/api/5.0/fo/asset/host/vm/detection/"
+    parent_stream_type = HostsStream
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    primary_keys = ("host_id", "unique_vuln_id")
+    schema = StreamSchema(SCHEMAS)
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Set up the batch queue and the concurrency limit."""
+        super().__init__(*args, **kwargs)
+        self.limit = ConcurrencyLimit(
+            maximum=self.config.get("max_concurrency"),
+            headroom=int(self.config.get("concurrency_headroom", 0)),
+        )
+        # Host ids wait here between the parent and the request: a context holding them would
+        # be copied into every SDK metric line.
+        self._batches: dict[int, list[int]] = {}
+        self._batch_count = 0
+        self._all_queued = False
+        self._pipeline: OrderedPipeline[tuple[int, int, FetchedPage]] | None = None
+
+    def queue_batch(self, host_ids: list[int], *, last: bool) -> Context:
+        """Take a batch of host ids from the parent; return the child context naming it."""
+        self._batch_count += 1
+        self._batches[self._batch_count] = list(host_ids)
+        self._all_queued = last
+        return {"host_batch": self._batch_count, "last_batch": last}
+
+    @override
+    def parse_response(self, response: requests.Response) -> qualys_xml.XMLPage:
+        return qualys_xml.parse_host_list_detection(response.iter_content(CHUNK_SIZE))
+
+    @override
+    def qualys_params(self, context: Context | None) -> dict[str, t.Any]:
+        config = self.config
+        params: dict[str, t.Any] = {
+            "truncation_limit": 0,
+            "status": ",".join(config.get("status") or DEFAULT_STATUSES),
+            "show_asset_id": 1,
+            "show_results": _flag(config.get("show_results", True)),
+            "show_reopened_info": 1,
+            "show_igs": _flag(config.get("show_igs", True)),
+            "show_qds": _flag(config.get("show_qds", True)),
+            "show_qds_factors": _flag(config.get("show_qds_factors", True)),
+            "show_tags": _flag(config.get("show_tags", True)),
+            **tag_filters(config),
+        }
+        if context and "host_batch" in context:
+            params["ids"] = ",".join(str(i) for i in self._batches[context["host_batch"]])
+        return params
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[Record]:
+        if not context or "host_batch" not in context:
+            return
+        number = context["host_batch"]
+        if self._pipeline is None:
+            self.log_filters(self.qualys_params(None))
+            self._pipeline = OrderedPipeline(
+                workers=self.limit.ceiling,
+                # Two batches per slot: one fetching, one parsed and waiting for the main
+                # thread, so the slots stay busy while records are written.
+                window=lambda: 2 * self.limit.limit,
+                discard=lambda result: result[2].records.close(),
+            )
+        pipeline = self._pipeline
+        prepared = self.prepare(context, None)
+        hosts = len(self._batches.pop(number))
+        try:
+            ready = pipeline.submit(lambda: (number, hosts, self.fetch(prepared, limit=self.limit)))
+            yield from self._emit(ready)
+            if context.get("last_batch"):
+                yield from self._emit(pipeline.drain())
+                self.close_pipeline()
+        except BaseException:
+            self.close_pipeline()
+            raise
+
+    def close_pipeline(self) -> None:
+        """End the batch pipeline: cancel batches not yet started, wait for running ones."""
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
+
+    def _emit(self, results: Iterable[tuple[int, int, FetchedPage]]) -> Iterator[Record]:
+        for number, hosts, page in results:
+            if page.next_url:
+                # truncation_limit=0 asks for every host of the batch in one answer; a
+                # truncated answer would silently lose detections.
+                page.records.close()
+                msg = (
+                    f"{self.label} failed: batch {number} was truncated despite truncation_limit=0"
+                )
+                raise QualysAPIError(msg)
+            self.logger.info(
+                "%s: batch %d/%s: %s hosts, %s detections, %.1f s, %d in flight",
+                self.name,
+                number,
+                self._batch_count if self._all_queued else "?",
+                f"{hosts:,}",
+                f"{page.records.count:,}",
+                page.elapsed,
+                self._pipeline.in_flight if self._pipeline else 0,
+            )
+            for record in page.records:
+                self.records_emitted += 1
+                yield record
+
+
+DEFAULT_STATUSES = ("New", "Active", "Re-Opened", "Fixed")
+
+
+def tag_filters(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """Asset tag filters (Host List and Host List Detection take the same ones)."""
+    include = config.get("tag_set_include") or []
+    exclude = config.get("tag_set_exclude") or []
+    if not include and not exclude:
+        return {}
+    return {
+        "use_tags": 1,
+        "tag_set_by": "id",
+        "tag_set_include": ",".join(str(i) for i in include) or None,
+        "tag_set_exclude": ",".join(str(i) for i in exclude) or None,
+    }

@@ -1,0 +1,335 @@
+"""The VM streams against the simulator: complete, incremental, and robust to Qualys' failures."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import subprocess
+import sys
+import time
+import typing as t
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from qualys_simulator.testing import Simulator
+from tap_qualys.client import FetchedPage, RecordSpool, TruncationPaginator
+from tap_qualys.tap import TapQualys
+from tests.conftest import tap_config
+
+Records = dict[str, list[dict[str, t.Any]]]
+
+HLD_PATH = "/api/5.0/fo/asset/host/vm/detection/"
+
+
+VM_STREAMS = ("knowledge_base", "hosts", "host_detections")
+
+
+def vm_tap(
+    config: dict[str, t.Any],
+    state: dict[str, t.Any] | None = None,
+    streams: t.Collection[str] = VM_STREAMS,
+) -> TapQualys:
+    """The tap with only ``streams`` selected."""
+    tap = TapQualys(config=config, state=state or {})
+    for name, stream in tap.streams.items():
+        stream.selected = name in streams
+    return tap
+
+
+def run_tap(
+    config: dict[str, t.Any],
+    state: dict[str, t.Any] | None = None,
+    streams: t.Collection[str] = VM_STREAMS,
+) -> tuple[Records, list[dict]]:
+    """Run a sync in-process; return records per stream and the STATE messages."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        vm_tap(config, state, streams).sync_all()
+    return parse_messages(out.getvalue())
+
+
+def parse_messages(output: str) -> tuple[Records, list[dict]]:
+    """Records per stream and STATE values from Singer output."""
+    records: Records = {}
+    states: list[dict] = []
+    for line in output.splitlines():
+        message = json.loads(line)
+        if message["type"] == "RECORD":
+            records.setdefault(message["stream"], []).append(message["record"])
+        elif message["type"] == "STATE":
+            states.append(message["value"])
+    return records, states
+
+
+def keyed(records: t.Iterable[dict[str, t.Any]], *keys: str) -> dict[tuple, dict[str, t.Any]]:
+    """Index records by key; fail on duplicates, which a retry must never produce."""
+    index: dict[tuple, dict[str, t.Any]] = {}
+    for record in records:
+        key = tuple(record[k] for k in keys)
+        assert key not in index, f"duplicate record {key}"
+        index[key] = record
+    return index
+
+
+def assert_matches_truth(emitted: list[dict], truth: list[dict], *keys: str) -> None:
+    """Every ground-truth record was emitted once, with the same field values, and no extras."""
+    got = keyed(emitted, *keys)
+    want = keyed(({k.lower(): v for k, v in r.items()} for r in truth), *keys)
+    assert got.keys() == want.keys()
+    for key, expected in want.items():
+        actual = {field: got[key].get(field) for field in expected}
+        assert actual == expected, key
+
+
+def assert_complete(records: Records, sim: Simulator) -> None:
+    assert_matches_truth(records.get("hosts", []), sim.ground_truth("hosts"), "id")
+    assert_matches_truth(
+        records.get("host_detections", []),
+        sim.ground_truth("host_detections"),
+        "host_id",
+        "unique_vuln_id",
+    )
+
+
+@pytest.fixture(scope="module")
+def world() -> t.Iterator[Simulator]:
+    """A simulator of this module's own, since its clock is moved."""
+    with Simulator(hosts=40, seed=11) as sim:
+        yield sim
+
+
+def test_full_then_incremental_sync(world: Simulator) -> None:
+    config = tap_config(world, host_batch_size=7, hosts_overlap_minutes=0, kb_overlap_days=0)
+    first, states = run_tap(config)
+
+    assert_complete(first, world)
+    assert_matches_truth(first["knowledge_base"], world.ground_truth("knowledge_base"), "qid")
+    statuses = Counter(d["status"] for d in first["host_detections"])
+    assert statuses["Fixed"] > 0  # Fixed is fetched by default
+    state = states[-1]
+    run_start = world.admin_get("/admin/clock")["now"]
+    assert state["bookmarks"]["hosts"] == {"vm_processed_after": run_start}
+    kb_bookmark = state["bookmarks"]["knowledge_base"]["replication_key_value"]
+
+    change = world.advance(86400)
+    second, _ = run_tap(config, state)
+
+    hosts_now = {r["ID"]: r for r in world.ground_truth("hosts")}
+    rescanned = {
+        host_id for host_id, r in hosts_now.items() if r["LAST_VM_SCANNED_DATE"] > run_start
+    }
+    assert rescanned  # the advance rescanned some hosts
+    assert len(rescanned) < len(hosts_now)
+    assert {r["id"] for r in second["hosts"]} == rescanned
+    assert set(change["purged_host_ids"]).isdisjoint(r["id"] for r in second["hosts"])
+    # Each rescanned host comes with all its detections, including the ones just fixed.
+    assert_matches_truth(
+        second["host_detections"],
+        [d for d in world.ground_truth("host_detections") if d["HOST_ID"] in rescanned],
+        "host_id",
+        "unique_vuln_id",
+    )
+    newly_fixed = {
+        (d["HOST_ID"], d["UNIQUE_VULN_ID"])
+        for d in world.ground_truth("host_detections")
+        if d["STATUS"] == "Fixed" and (d["LAST_FIXED_DATETIME"] or "") > run_start
+    }
+    assert newly_fixed
+    assert newly_fixed <= {(d["host_id"], d["unique_vuln_id"]) for d in second["host_detections"]}
+    # The KnowledgeBase returns only what changed since its bookmark (the bookmark's own
+    # second may come again: last_modified_after is inclusive on some servers).
+    changed = {
+        r["QID"]
+        for r in world.ground_truth("knowledge_base")
+        if r["LAST_SERVICE_MODIFICATION_DATETIME"] > kb_bookmark
+    }
+    at_bookmark = {
+        r["QID"]
+        for r in world.ground_truth("knowledge_base")
+        if r["LAST_SERVICE_MODIFICATION_DATETIME"] == kb_bookmark
+    }
+    got = {r["qid"] for r in second["knowledge_base"]}
+    assert changed <= got <= changed | at_bookmark
+    assert len(got - {r["qid"] for r in first["knowledge_base"]}) == change["new_qids"]
+
+
+def test_bookmark_moves_only_after_every_detection_batch(world: Simulator) -> None:
+    config = tap_config(world, host_batch_size=5)
+    world.configure(fault_budget={"error_200": 1}, fault_endpoints=["host_detection"])
+    try:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(Exception, match="CODE 999"):
+            vm_tap(config, streams=("hosts", "host_detections")).sync_all()
+    finally:
+        world.configure(faults={"error_200": 0}, fault_endpoints=[])
+    records, states = parse_messages(out.getvalue())
+    assert records["hosts"]  # the hosts were emitted before the failure ...
+    assert all("vm_processed_after" not in s.get("bookmarks", {}).get("hosts", {}) for s in states)
+
+
+@pytest.fixture
+def fresh() -> t.Iterator[Simulator]:
+    """A small simulator per test, for fault and limit scenarios."""
+    with Simulator(hosts=25, seed=5, kb_size=200, kb_extra=20) as sim:
+        yield sim
+
+
+HOSTS = ("hosts", "host_detections")
+
+
+def test_concurrency_and_rate_409s_are_waited_out(fresh: Simulator) -> None:
+    fresh.configure(
+        fault_budget={"conflict_1960": 2, "conflict_1965": 1}, fault_endpoints=["host_detection"]
+    )
+    started = time.monotonic()
+    records, _ = run_tap(tap_config(fresh, host_batch_size=5), streams=HOSTS)
+    assert_complete(records, fresh)
+    stats = fresh.stats()
+    assert stats["faults"] == {"conflict_1960": 2, "conflict_1965": 1}
+    assert stats["towait"].get("violated", 0) == 0
+    assert stats["towait"].get("honoured", 0) >= 1
+    assert time.monotonic() - started >= 5  # the simulator's ToWait for an injected 1965
+
+
+def test_another_tool_holding_a_slot_costs_at_most_one_409(fresh: Simulator) -> None:
+    fresh.configure(held_slots={"host_detection": 1})
+    records, _ = run_tap(tap_config(fresh, host_batch_size=3), streams=HOSTS)
+    assert_complete(records, fresh)
+    responses = fresh.stats()["responses"]["host_detection"]
+    assert responses.get("409/1960", 0) <= 1
+
+
+def test_dropped_and_truncated_bodies_are_refetched_without_duplicates(fresh: Simulator) -> None:
+    fresh.configure(
+        fault_budget={"drop": 2, "truncated_200": 2},
+        fault_endpoints=["host_detection", "host_list"],
+    )
+    records, _ = run_tap(tap_config(fresh, host_batch_size=4, truncation_limit=10), streams=HOSTS)
+    assert fresh.stats()["faults"] == {"drop": 2, "truncated_200": 2}
+    assert_complete(records, fresh)  # keyed() fails on any duplicate
+
+
+def test_detection_batches_use_every_allowed_slot(fresh: Simulator) -> None:
+    # The simulator sleeps per host it writes (a slow Qualys), so batches overlap only if the
+    # tap really runs them in parallel. The speedup itself is measured by `python -m benchmarks`.
+    fresh.configure(record_delay_sec=0.05)
+    config = tap_config(fresh, host_batch_size=2)
+    for slots in (1, 2):
+        fresh.reset_stats()
+        fresh.configure(concurrency_limit={"host_detection": slots})
+        records, _ = run_tap(config, streams=HOSTS)
+        assert_complete(records, fresh)
+        stats = fresh.stats()
+        assert stats["peak_concurrency"]["host_detection"] == slots
+        assert stats["responses"].get("host_detection", {}).get("409", 0) == 0, stats
+
+
+def test_simple_return_on_200_fails_in_one_line_without_secrets(
+    fresh: Simulator, tmp_path: t.Any
+) -> None:
+    fresh.configure(fault_budget={"error_200": 1}, fault_endpoints=["host_detection"])
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(tap_config(fresh)))
+    catalog = vm_tap(tap_config(fresh), streams=HOSTS).catalog_dict
+    (tmp_path / "catalog.json").write_text(json.dumps(catalog))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tap_qualys",
+            "--config",
+            str(config_file),
+            "--catalog",
+            str(tmp_path / "catalog.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    expected = (
+        f"host_detections: {HLD_PATH} failed: HTTP 200 CODE 999: "
+        "Internal error. Please contact customer support."
+    )
+    assert expected in result.stderr
+    assert fresh.password not in result.stderr + result.stdout
+    assert "Authorization" not in result.stderr
+    # Nothing of the failed batch reached stdout.
+    assert '"stream": "host_detections", "record"' not in result.stdout
+
+
+def test_malformed_xml_is_not_emitted(fresh: Simulator) -> None:
+    fresh.configure(fault_budget={"malformed_xml": 1}, fault_endpoints=["host_detection"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(Exception, match="host_detections"):
+        vm_tap(tap_config(fresh, host_batch_size=100), streams=HOSTS).sync_all()
+    assert '"host_detections"' not in "".join(
+        line for line in out.getvalue().splitlines() if '"RECORD"' in line
+    )
+
+
+def test_second_run_without_changes_fetches_no_hosts(fresh: Simulator) -> None:
+    config = tap_config(fresh, hosts_overlap_minutes=0)
+    first, states = run_tap(config, streams=HOSTS)
+    assert len(first["hosts"]) == 25
+    fresh.reset_stats()
+    second, second_states = run_tap(config, states[-1], streams=HOSTS)
+    assert "hosts" not in second
+    assert "host_detections" not in second
+    assert fresh.stats()["requests"].get("host_detection", 0) == 0
+    assert second_states[-1]["bookmarks"]["hosts"] == states[-1]["bookmarks"]["hosts"]
+
+
+def test_truncation_paginator_follows_id_min_and_stops_when_it_does_not_advance() -> None:
+    paginator = TruncationPaginator(logging.getLogger("test"))
+    base = "https://qualysapi.qualys.com/api/5.0/fo/asset/host/?action=list&details=None"
+
+    def page(url: str | None) -> FetchedPage:
+        return FetchedPage(records=RecordSpool(), next_url=url, response_datetime=None, elapsed=0)
+
+    paginator.advance(page(f"{base}&truncation_limit=2&id_min=1200"))
+    assert (paginator.current_value, paginator.finished) == (1200, False)
+    paginator.advance(page(f"{base}&id_min=1200"))  # a server repeating itself
+    assert paginator.finished
+    paginator = TruncationPaginator(logging.getLogger("test"))
+    paginator.advance(page(base))  # no id_min to follow
+    assert paginator.finished
+    paginator = TruncationPaginator(logging.getLogger("test"))
+    paginator.advance(page(None))  # no WARNING: the last page
+    assert paginator.finished
+
+
+def test_record_spool_keeps_order_and_moves_to_disk_when_large() -> None:
+    spool = RecordSpool()
+    records = [
+        {"id": n, "results": "x" * 1000, "nested": [{"a": n}], "none": None} for n in range(10_000)
+    ]
+    for record in records:
+        spool.append(record)
+    assert spool.count == 10_000
+    assert list(spool) == records
+    assert spool._file._rolled  # type: ignore[attr-defined]  # over SPOOL_MEMORY_BYTES: on disk
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_tls_needs_the_ca_bundle_unless_verification_is_off(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with Simulator(hosts=5, seed=2, tls_cert=str(cert), tls_key=str(key)) as tls:
+        assert tls.url.startswith("https://")
+        with pytest.raises(Exception, match="SSL"):
+            run_tap(tap_config(tls, max_retries=0), streams=("hosts",))
+        records, _ = run_tap(tap_config(tls, ca_bundle=str(cert)), streams=HOSTS)
+        assert_complete(records, tls)
+        records, _ = run_tap(tap_config(tls, verify_ssl=False), streams=("hosts",))
+        assert len(records["hosts"]) == 5
