@@ -1,0 +1,44 @@
+"""Singer message reader that parses input lines with msgspec."""
+
+from __future__ import annotations
+
+import sys
+import typing as t
+
+import msgspec
+from singer_sdk.io_base import SingerReader
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
+_decoder = msgspec.json.Decoder()
+
+
+class MsgspecSingerReader(SingerReader):
+    """The SDK's reader with a faster JSON parser (the SDK's ``message_reader_class`` hook).
+
+    The stdlib parser was the largest single per-record cost after validation. msgspec keeps
+    integers of any size exact (Qualys ids above 2^53 included) and yields floats instead of
+    Decimals, which is what SQLite stores for a REAL column anyway.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Raw bytes from the pipe: msgspec parses UTF-8 itself, so decoding every line to str
+        # first would be wasted work.
+        self.default_input = t.cast("t.IO[str]", getattr(sys.stdin, "buffer", sys.stdin))
+
+    @override
+    def deserialize_json(self, line: str | bytes) -> dict:
+        try:
+            message = _decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            msg = f"input line is not valid JSON ({exc}): {line[:200]!r}"
+            raise InvalidInputLine(msg) from exc
+        if not isinstance(message, dict):
+            msg = f"Singer message is not a JSON object: {line[:200]!r}"
+            raise InvalidInputLine(msg)
+        return t.cast("dict", message)

@@ -1,0 +1,293 @@
+"""TargetSQLite: settings, the run's database file, and what happens once the run succeeded."""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import sqlite3
+import sys
+import typing as t
+from pathlib import Path
+
+import sqlalchemy.exc
+from singer_sdk import typing as th
+from singer_sdk.exceptions import (
+    InvalidJSONSchema,
+    MissingKeyPropertiesError,
+    RecordsWithoutSchemaException,
+)
+from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabilities
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+from singer_sdk.sql import SQLTarget
+from singer_sdk.target_base import Target
+
+from target_sqlite import s3, snapshot
+from target_sqlite.connector import DEFAULT_BUSY_TIMEOUT_SECONDS, SQLiteConnector
+from target_sqlite.errors import TargetSQLiteError, explain_sqlite_error
+from target_sqlite.reader import MsgspecSingerReader
+from target_sqlite.sink import SQLiteSink
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
+if t.TYPE_CHECKING:
+    from singer_sdk.helpers.capabilities import CapabilitiesEnum
+    from singer_sdk.plugin_base import _ConfigInput
+    from singer_sdk.sinks import Sink
+
+
+class TargetSQLite(SQLTarget):
+    """Loads Singer streams into a SQLite database, upserting on each stream's key properties."""
+
+    name = "target-sqlite"
+    default_sink_class = SQLiteSink
+    message_reader_class = MsgspecSingerReader
+    # No TARGET_SCHEMA: SQLite has no schemas to target.
+    capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
+        *Target.capabilities,
+        PluginCapabilities.ACTIVATE_VERSION,
+        PluginCapabilities.BATCH,
+        TargetCapabilities.HARD_DELETE,
+    ]
+
+    config_jsonschema = th.PropertiesList(
+        th.Property(
+            "database",
+            th.StringType,
+            default="output/qualys.db",
+            description=(
+                "Path of the SQLite database file. With `point_in_time`, this path becomes a "
+                "symlink to the newest successful snapshot."
+            ),
+        ),
+        th.Property(
+            "load_method",
+            th.StringType,
+            default="upsert",
+            allowed_values=["upsert", "overwrite"],
+            description=(
+                "`upsert` inserts new rows and replaces rows whose key already exists, so a "
+                "replayed record never duplicates. `overwrite` empties each table at its first "
+                "SCHEMA message in the run, then upserts."
+            ),
+        ),
+        th.Property(
+            "point_in_time",
+            th.BooleanType,
+            default=False,
+            description=(
+                "Write each run to its own timestamped database in `snapshot_dir` and, only "
+                "once the run has succeeded, atomically repoint `database` (a symlink) at it."
+            ),
+        ),
+        th.Property(
+            "snapshot_dir",
+            th.StringType,
+            description=(
+                "Directory of the point-in-time snapshots "
+                "(default: `snapshots/` next to `database`)."
+            ),
+        ),
+        th.Property(
+            "snapshot_from_latest",
+            th.BooleanType,
+            default=True,
+            description=(
+                "Start each snapshot from a copy of the current latest database, so incremental "
+                "syncs still produce complete snapshots. Disable only for full-table syncs."
+            ),
+        ),
+        th.Property(
+            "busy_timeout_seconds",
+            th.NumberType,
+            default=DEFAULT_BUSY_TIMEOUT_SECONDS,
+            description=(
+                "How long to wait for another process's lock on the database before failing."
+            ),
+        ),
+        th.Property(
+            "max_database_size_mb",
+            th.NumberType,
+            description=(
+                "Refuse to grow the database beyond this size (SQLite `max_page_count`); the "
+                "batch that would exceed it fails and is rolled back. Unlimited by default."
+            ),
+        ),
+        th.Property(
+            "s3_bucket",
+            th.StringType,
+            description=(
+                "Upload the database to this bucket after a successful run (needs the `s3` "
+                "extra). In point-in-time mode the snapshot file is uploaded."
+            ),
+        ),
+        th.Property(
+            "s3_prefix",
+            th.StringType,
+            default="",
+            description="Key prefix for the upload; the object key is `<prefix>/<file name>`.",
+        ),
+        th.Property(
+            "s3_endpoint_url",
+            th.StringType,
+            description="Endpoint of an S3-compatible server (MinIO, Ceph, ...); AWS if unset.",
+        ),
+        th.Property("aws_region", th.StringType, description="AWS region of the bucket."),
+        th.Property(
+            "aws_access_key_id",
+            th.StringType,
+            secret=True,
+            description="Access key id; boto3's default credential chain if unset.",
+        ),
+        th.Property(
+            "aws_secret_access_key",
+            th.StringType,
+            secret=True,
+            description="Secret access key; boto3's default credential chain if unset.",
+        ),
+        th.Property(
+            "aws_session_token",
+            th.StringType,
+            secret=True,
+            description="Session token for temporary credentials.",
+        ),
+    ).to_dict()
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        # One SQLite file has one writer at a time: draining sinks in parallel threads would only
+        # make them queue on the write lock.
+        self.max_parallelism = 1
+        self._snapshot: snapshot.Snapshot | None = None
+        self._held_state: dict | None = None
+        self._finished = False
+
+    @property
+    def database(self) -> Path:
+        """The stable database path readers use."""
+        return Path(self.config.get("database") or "output/qualys.db")
+
+    @property
+    def point_in_time(self) -> bool:
+        """Whether each run writes its own snapshot file."""
+        return bool(self.config.get("point_in_time"))
+
+    @property
+    @override
+    def target_connector(self) -> SQLiteConnector:
+        if self._target_connector is None:
+            self._target_connector = SQLiteConnector(
+                dict(self.config), database_path=str(self._run_database())
+            )
+        return t.cast("SQLiteConnector", self._target_connector)
+
+    def _run_database(self) -> Path:
+        """The file this run writes: the database itself, or a fresh partial snapshot."""
+        if not self.point_in_time:
+            return self.database
+        snapshot_dir = Path(self.config.get("snapshot_dir") or self.database.parent / "snapshots")
+        self._snapshot = snapshot.plan_snapshot(
+            self.database, snapshot_dir, datetime.datetime.now(datetime.timezone.utc)
+        )
+        try:
+            snapshot.start_snapshot(
+                self._snapshot,
+                from_latest=self.config.get("snapshot_from_latest", True),
+                busy_timeout=float(
+                    self.config.get("busy_timeout_seconds", DEFAULT_BUSY_TIMEOUT_SECONDS)
+                ),
+            )
+        except sqlite3.Error as exc:
+            msg = f"cannot copy {self.database} into a new snapshot: {exc}"
+            raise TargetSQLiteError(msg) from exc
+        self.logger.info("Writing point-in-time snapshot %s", self._snapshot.partial)
+        return self._snapshot.partial
+
+    @override
+    def get_sink(
+        self,
+        stream_name: str,
+        *,
+        record: dict | None = None,
+        schema: dict | None = None,
+        key_properties: t.Sequence[str] | None = None,
+    ) -> Sink:
+        # The SDK drains a replaced sink only at the next full drain, possibly after the new sink
+        # wrote newer versions of the same keys; draining it now keeps upserts in message order.
+        if schema is not None and (existing := self._sinks_active.get(stream_name)):
+            self.drain_one(existing)
+        return super().get_sink(
+            stream_name, record=record, schema=schema, key_properties=key_properties
+        )
+
+    @override
+    def _write_state_message(self, state: dict) -> None:
+        # In point-in-time mode the data behind a STATE lives in the unpublished snapshot; if the
+        # run failed after emitting it, the next run would resume from it against the old latest
+        # and skip data. So STATE is held back until the snapshot is published.
+        if self.point_in_time and not self._finished:
+            self._held_state = state
+            return
+        super()._write_state_message(state)
+
+    @override
+    def process_endofpipe(self) -> None:
+        super().process_endofpipe()
+        connector = self.target_connector  # a run with no streams still gets its snapshot
+        if self._snapshot is not None:
+            # Finished snapshots are read-only from now on: a rollback-journal file is one
+            # self-contained file, openable from a read-only directory or after download.
+            connector.checkpoint_and_close(journal_mode="DELETE")
+            published = snapshot.publish_snapshot(self._snapshot)
+            self.logger.info("Published snapshot %s as %s", published, self.database)
+        else:
+            connector.checkpoint_and_close()
+            published = Path(connector.database_path)
+        if self.config.get("s3_bucket"):
+            url = s3.upload(published, self.config)
+            self.logger.info("Uploaded %s to %s", published, url)
+        self._finished = True
+        if self._held_state is not None:
+            self._write_state_message(self._held_state)
+
+    @classmethod
+    @override
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: _ConfigInput | None = None,
+        file_input: t.IO[str] | None = None,
+    ) -> None:
+        # Singer records are acyclic JSON data that reference counting frees; the cyclic GC only
+        # re-scans the ~10^5 objects of the imported libraries and the pending batch, which cost
+        # ~25% of the per-record time. Freezing the start-up objects and collecting the young
+        # generation less often removes most of that (measured: 29 -> 22 us/record).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 20, 20)
+        # Known failures end with one plain error line (and exit 1) instead of a traceback, so the
+        # last line of a failed `meltano run` says what went wrong.
+        try:
+            super().invoke(
+                about=about, about_format=about_format, config=config, file_input=file_input
+            )
+        except TargetSQLiteError as exc:
+            cls.logger.error("target-sqlite failed: %s", exc)
+            sys.exit(1)
+        except (
+            InvalidInputLine,
+            InvalidJSONSchema,
+            MissingKeyPropertiesError,
+            RecordsWithoutSchemaException,
+        ) as exc:
+            # Input that breaks the Singer spec; the SDK's messages may span several lines.
+            cls.logger.error("target-sqlite failed: %s", " ".join(str(exc).split()))
+            sys.exit(1)
+        except (sqlite3.Error, sqlalchemy.exc.DBAPIError) as exc:
+            explanation = explain_sqlite_error(exc, "the database", DEFAULT_BUSY_TIMEOUT_SECONDS)
+            cls.logger.error("target-sqlite failed: %s", explanation or exc)
+            sys.exit(1)
