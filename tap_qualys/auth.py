@@ -111,8 +111,8 @@ class GatewayTokenAuthenticator(APIAuthenticatorBase):
         self._password = password
         self.refresh_margin = refresh_margin
         self._clock = clock
+        self._verify = verify
         self._session = requests.Session()
-        self._session.verify = verify
         if user_agent:
             self._session.headers["User-Agent"] = user_agent
         self._lock = threading.Lock()
@@ -156,7 +156,18 @@ class GatewayTokenAuthenticator(APIAuthenticatorBase):
                     "permissions": "true",
                 },
                 timeout=_AUTH_TIMEOUT,
+                # Per call, not on the session: requests lets REQUESTS_CA_BUNDLE override a
+                # session's verify, and the ca_bundle setting must win.
+                verify=self._verify,
             )
+        except requests.exceptions.SSLError as exc:
+            # Verification fails the same way every time; retrying only delays the message.
+            msg = (
+                f"TLS certificate of {self.auth_url} could not be verified "
+                f"({_ssl_reason(exc)}). Set `ca_bundle` to the PEM file of the CA that signed "
+                "it (e.g. a TLS-inspecting proxy's), or `verify_ssl` to false."
+            )
+            raise GatewayAuthError(msg) from None
         except requests.RequestException as exc:
             raise FailedAttempt(
                 Verdict(Kind.BACKOFF, f"gateway /auth: {type(exc).__name__}")
@@ -200,6 +211,14 @@ class GatewayTokenAuthenticator(APIAuthenticatorBase):
             margin,
         )
         return token, started + lifetime - margin
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """The last, most specific part of an SSL error, e.g. "self-signed certificate"."""
+    _, marker, detail = str(exc).partition("certificate verify failed:")
+    if not marker:
+        return "SSL error"
+    return detail.partition("(_ssl")[0].strip() or "certificate verify failed"
 
 
 _authenticators: weakref.WeakKeyDictionary[object, GatewayTokenAuthenticator] = (

@@ -33,6 +33,7 @@ from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_qualys import schemas
+from tap_qualys.auth import GatewayAuthError
 from tap_qualys.client import QualysGatewayStream
 from tap_qualys.retries import FailedAttempt, Kind, QualysAPIError, Verdict
 
@@ -234,6 +235,8 @@ class CsamAssetsStream(QualysGatewayStream):
         """
         try:
             count = self.gateway_call(self.count_path, read_csam_count, body=body)
+        except GatewayAuthError:
+            raise  # the search would fail the same way: one error, not a warning and an error
         except QualysAPIError as exc:
             self.logger.warning("%s: no asset count for progress lines: %s", self.name, exc)
             return "?"

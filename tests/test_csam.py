@@ -1,0 +1,343 @@
+"""csam_assets against the simulator: complete, exact, incremental, resumable, robust."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import typing as t
+
+import pytest
+import requests
+
+from qualys_simulator.testing import Simulator
+from tap_qualys.auth import GatewayTokenAuthenticator
+from tap_qualys.client import decode_gateway_body
+from tap_qualys.retries import FailedAttempt, QualysAPIError
+from tap_qualys.streams.csam import CsamAssetPaginator, CsamPage, read_csam_page
+from tests.gateway_support import (
+    JWT_PATTERN,
+    catalog,
+    epoch_ms_to_iso,
+    gateway_config,
+    keyed,
+    merged,
+    parse_messages,
+    run_tap,
+    write_json,
+)
+
+if t.TYPE_CHECKING:
+    from pathlib import Path
+
+SEARCH = "/rest/2.0/search/am/asset"
+
+
+# --- the envelope and the paginator ------------------------------------------------------------
+
+
+def _envelope(**fields: t.Any) -> dict[str, t.Any]:
+    return {
+        "responseCode": "SUCCESS",
+        "count": 1,
+        "hasMore": 0,
+        "lastSeenAssetId": 5,
+        "assetListData": {"asset": [{"assetId": 5}]},
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("has_more", "expected"), [(1, True), ("1", True), (0, False), ("0", False)]
+)
+def test_has_more_as_int_or_string(has_more: t.Any, expected: bool) -> None:
+    assert read_csam_page(_envelope(hasMore=has_more)).has_more is expected
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (_envelope(responseCode="FAILED", responseMessage="Internal error"), "FAILED"),
+        ({k: v for k, v in _envelope().items() if k != "hasMore"}, "no hasMore"),
+        (_envelope(hasMore=1, lastSeenAssetId=None), "without lastSeenAssetId"),
+        ([], "not an object"),
+    ],
+)
+def test_unusable_envelopes_are_transient(body: t.Any, reason: str) -> None:
+    with pytest.raises(FailedAttempt, match=reason) as caught:
+        read_csam_page(body)
+    assert caught.value.verdict.kind.value == "backoff"
+
+
+def test_paginator_follows_last_seen_asset_id_and_refuses_to_loop() -> None:
+    paginator = CsamAssetPaginator(0)
+    paginator.advance(CsamPage([], has_more=True, last_seen_asset_id=40))
+    assert (paginator.current_value, paginator.finished) == (40, False)
+    with pytest.raises(QualysAPIError, match="went from 40 to 40"):
+        paginator.advance(CsamPage([], has_more=True, last_seen_asset_id=40))
+    paginator.advance(CsamPage([], has_more=False, last_seen_asset_id=90))
+    assert paginator.finished
+
+
+# --- against the simulator ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world() -> t.Iterator[Simulator]:
+    """This module's simulator (its clock is moved): 30 hosts, 45 assets."""
+    with Simulator(hosts=30, seed=7) as sim:
+        yield sim
+
+
+def raw_assets(sim: Simulator, body: dict[str, t.Any] | None = None) -> list[dict[str, t.Any]]:
+    """Every asset as the API sends it, fetched without the tap's streams."""
+    token = GatewayTokenAuthenticator(
+        gateway_url=sim.url, username=sim.username, password=sim.password
+    ).token()
+    assets: list[dict[str, t.Any]] = []
+    last_seen = 0
+    while True:
+        response = requests.post(
+            sim.url + SEARCH,
+            params={"pageSize": 300, "lastSeenAssetId": last_seen},
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+        page = read_csam_page(decode_gateway_body(response.content))
+        assets += page.assets
+        if not page.has_more:
+            return assets
+        last_seen = t.cast("int", page.last_seen_asset_id)
+
+
+def assert_matches_truth(records: list[dict[str, t.Any]], truth: list[dict[str, t.Any]]) -> None:
+    """Every ground-truth asset once, with its values (epoch dates rendered as ISO), no extras."""
+    got = keyed(records, "assetId")
+    want = keyed(truth, "assetId")
+    assert got.keys() == want.keys()
+    for key, expected in want.items():
+        record = got[key]
+        agent = expected["agent"]
+        assert {
+            "assetId": record["assetId"],
+            "hostId": record["hostId"],
+            "assetName": record["assetName"],
+            "lastModifiedDate": record["lastModifiedDate"],
+            "agent": None
+            if record["agent"] is None
+            else {
+                "version": record["agent"]["version"],
+                "lastCheckedIn": record["agent"]["lastCheckedIn"],
+            },
+        } == {
+            **expected,
+            "agent": None
+            if agent is None
+            else {**agent, "lastCheckedIn": epoch_ms_to_iso(agent["lastCheckedIn"])},
+        }, key
+
+
+def test_full_sync_matches_ground_truth(world: Simulator) -> None:
+    records, states = run_tap(gateway_config(world, csam_page_size=7), ["csam_assets"])
+    assets = records["csam_assets"]
+    assert_matches_truth(assets, world.ground_truth("csam_assets"))
+    # Some assets are VM hosts (hostId joins to hosts.id), some are CSAM-only.
+    host_ids = {a["hostId"] for a in assets}
+    assert None in host_ids
+    assert {h["ID"] for h in world.ground_truth("hosts")} <= host_ids
+    # The resume point is gone once the stream finished; the bookmark is the newest asset.
+    final = states[-1]["bookmarks"]["csam_assets"]
+    assert "resume" not in final
+    assert final["replication_key_value"] == max(a["lastModifiedDate"] for a in assets)
+
+
+def test_nothing_is_lost_or_altered(world: Simulator) -> None:
+    """Each record holds every field of the API's asset, at every depth, with the same value;
+    epoch-millisecond dates are the same instants in ISO form; big ids are exact."""
+    records = keyed(run_tap(gateway_config(world), ["csam_assets"])[0]["csam_assets"], "assetId")
+    big_ids = 0
+    for raw in raw_assets(world):
+        record = records[(raw["assetId"],)]
+        _assert_same(raw, record, path=str(raw["assetId"]))
+        for software in raw["softwareListData"]["software"]:
+            big_ids += software["id"] > 2**53
+    assert big_ids > 0
+
+
+def _assert_same(raw: t.Any, emitted: t.Any, path: str) -> None:
+    if isinstance(raw, dict):
+        assert isinstance(emitted, dict), path
+        assert raw.keys() == emitted.keys(), (path, raw.keys() ^ emitted.keys())
+        for key, value in raw.items():
+            _assert_same(value, emitted[key], f"{path}.{key}")
+    elif isinstance(raw, list):
+        assert isinstance(emitted, list), path
+        assert len(raw) == len(emitted), path
+        for index, (a, b) in enumerate(zip(raw, emitted, strict=True)):
+            _assert_same(a, b, f"{path}[{index}]")
+    elif isinstance(raw, int) and not isinstance(raw, bool) and isinstance(emitted, str):
+        assert emitted == epoch_ms_to_iso(raw), path  # an epoch-ms date, normalised
+    else:
+        assert raw == emitted, path
+        assert type(raw) is type(emitted), path
+
+
+def test_dates_are_iso_utc(world: Simulator) -> None:
+    asset = next(
+        a for a in run_tap(gateway_config(world), ["csam_assets"])[0]["csam_assets"] if a["agent"]
+    )
+    for value in (
+        asset["lastModifiedDate"],
+        asset["agent"]["lastCheckedIn"],
+        asset["sensor"]["lastVMScan"],
+        asset["inventory"]["lastUpdated"],
+    ):
+        assert isinstance(value, str)
+        assert value.endswith("Z")
+        assert len(value) == len("2026-11-01T00:00:00.000Z")
+
+
+def test_incremental_after_changes(world: Simulator) -> None:
+    config = gateway_config(world)
+    first, states = run_tap(config, ["csam_assets"])
+    bookmark = states[-1]["bookmarks"]["csam_assets"]["replication_key_value"]
+    world.advance(86400)
+    second, _ = run_tap(config, ["csam_assets"], state=states[-1])
+    truth = world.ground_truth("csam_assets")
+    changed = {a["assetId"] for a in truth if a["lastModifiedDate"] > bookmark}
+    emitted = {a["assetId"] for a in second["csam_assets"]}
+    assert changed
+    assert changed <= emitted
+    assert len(emitted) < len(truth)  # really incremental
+    table = merged(first["csam_assets"], second["csam_assets"], keys=("assetId",))
+    assert_matches_truth(list(table.values()), truth)
+
+
+def test_include_fields_and_tag_filter(world: Simulator) -> None:
+    tag = raw_assets(world)[0]["tagList"]["tag"][0]["tagName"]
+    config = gateway_config(world, csam_include_fields=["hostId"], csam_tag_filter=tag)
+    assets = run_tap(config, ["csam_assets"])[0]["csam_assets"]
+    expected = raw_assets(
+        world, {"filters": [{"field": "tags.name", "operator": "EQUALS", "value": tag}]}
+    )
+    assert {a["assetId"] for a in assets} == {a["assetId"] for a in expected}
+    for asset in assets:
+        # The keys the tap needs are always requested; everything not listed comes as null.
+        assert asset["lastModifiedDate"]
+        assert "hostId" in asset
+        assert asset["softwareListData"] is None
+        assert asset["assetName"] is None
+
+
+@pytest.mark.parametrize("spelling", ["inventoryListData", "inventory_list_data"])
+def test_inventory_key_spellings(spelling: str) -> None:
+    with Simulator(hosts=6, seed=3, csam_inventory_key=spelling) as sim:
+        assets = run_tap(gateway_config(sim), ["csam_assets"])[0]["csam_assets"]
+    assert assets
+    for asset in assets:
+        assert spelling not in asset
+        assert set(asset["inventory"]) == {"source", "created", "lastUpdated"}
+        assert asset["inventory"]["lastUpdated"].endswith("Z")
+
+
+def test_crash_mid_paging_resumes_at_the_last_full_page(world: Simulator, tmp_path: Path) -> None:
+    """Kill the tap after its second page; the next run starts after that page, not at 0."""
+    config = gateway_config(world, csam_page_size=5)
+    world.configure(record_delay_sec=0.05)  # about 0.25 s per page: time to kill it mid-way
+    command = [
+        sys.executable,
+        "-m",
+        "tap_qualys",
+        "--config",
+        write_json(tmp_path / "config.json", config),
+        "--catalog",
+        write_json(tmp_path / "catalog.json", catalog(config, ["csam_assets"])),
+    ]
+    before: list[str] = []
+    resume_state: dict[str, t.Any] | None = None
+    resume_points = 0
+    try:
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        ) as process:
+            assert process.stdout is not None
+            for line in process.stdout:
+                before.append(line)
+                message = json.loads(line)
+                if message["type"] != "STATE":
+                    continue
+                if message["value"]["bookmarks"].get("csam_assets", {}).get("resume"):
+                    resume_state = message["value"]
+                    resume_points += 1
+                    if resume_points == 2:
+                        process.kill()
+                        break
+            process.wait(timeout=60)
+    finally:
+        world.configure(record_delay_sec=0)
+    assert resume_state is not None
+    resume_after = resume_state["bookmarks"]["csam_assets"]["resume"]["lastSeenAssetId"]
+    crashed, _ = parse_messages("".join(before))
+    emitted_before = {a["assetId"] for a in crashed["csam_assets"]}
+    # Every asset up to the resume point was emitted before the crash.
+    truth = world.ground_truth("csam_assets")
+    assert {a["assetId"] for a in truth if a["assetId"] <= resume_after} <= emitted_before
+
+    world.reset_stats()
+    rerun, states = run_tap(config, ["csam_assets"], state=resume_state)
+    resumed = [a["assetId"] for a in rerun["csam_assets"]]
+    assert resumed == sorted(a["assetId"] for a in truth if a["assetId"] > resume_after)
+    assert world.stats()["requests"]["csam_search"] == -(-len(resumed) // 5)
+    assert "resume" not in states[-1]["bookmarks"]["csam_assets"]
+    table = merged(crashed["csam_assets"], rerun["csam_assets"], keys=("assetId",))
+    assert_matches_truth(list(table.values()), truth)
+    assert not JWT_PATTERN.search("".join(before))
+
+
+def test_resume_point_of_another_query_is_ignored(world: Simulator) -> None:
+    state = {
+        "bookmarks": {
+            "csam_assets": {"resume": {"lastSeenAssetId": 10**12, "query": {"filters": "old"}}}
+        }
+    }
+    records, _ = run_tap(gateway_config(world), ["csam_assets"], state=state)
+    assert len(records["csam_assets"]) == len(world.ground_truth("csam_assets"))
+
+
+@pytest.mark.parametrize("fault", ["error_200", "truncated_200", "drop", "http_503"])
+def test_transient_failures_are_retried(world: Simulator, fault: str) -> None:
+    world.configure(faults={fault: 1.0}, fault_budget={fault: 2}, fault_endpoints=["csam_search"])
+    world.reset_stats()
+    try:
+        records, _ = run_tap(gateway_config(world, csam_page_size=10), ["csam_assets"])
+    finally:
+        world.configure(faults={}, fault_budget={}, fault_endpoints=[])
+    injected = world.stats()["faults"]
+    assert sum(injected.values()) == 2, injected
+    assert_matches_truth(records["csam_assets"], world.ground_truth("csam_assets"))
+
+
+def test_persistent_invalid_json_is_one_clear_error(world: Simulator) -> None:
+    world.configure(faults={"truncated_200": 1.0}, fault_endpoints=["csam_search"])
+    try:
+        with pytest.raises(QualysAPIError) as caught:
+            run_tap(gateway_config(world, max_retries=1), ["csam_assets"])
+    finally:
+        world.configure(faults={}, fault_endpoints=[])
+    message = str(caught.value)
+    assert message.startswith("csam_assets: POST /rest/2.0/search/am/asset failed after 2 attempts")
+    assert "invalid JSON from the gateway" in message
+    assert "\n" not in message
+    assert not JWT_PATTERN.search(message)
+
+
+def test_gateway_429_waits_as_told() -> None:
+    with Simulator(hosts=20, seed=2, gateway_rate_limit=3, gateway_rate_window=1) as sim:
+        records, _ = run_tap(gateway_config(sim, csam_page_size=5), ["csam_assets"])
+        truth = sim.ground_truth("csam_assets")
+        stats = sim.stats()
+    assert_matches_truth(records["csam_assets"], truth)
+    assert stats["responses"]["csam_search"]["429"] >= 1
+    assert stats["towait"].get("violated", 0) == 0
+    assert stats["towait"]["honoured"] >= 1

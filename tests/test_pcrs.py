@@ -1,0 +1,282 @@
+"""The PCRS streams against the simulator: policies -> host ids -> posture, complete and exact."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import typing as t
+
+import pytest
+
+from qualys_simulator.testing import Simulator
+from tap_qualys.retries import Kind, QualysAPIError, classify_gateway_response
+from tap_qualys.streams.pcrs import (
+    CONTROLS_VIEW_SQL,
+    PcrsPolicyHostIdsStream,
+    PcrsPostureInfoStream,
+    read_host_ids,
+    read_postures,
+)
+from tap_qualys.tap import TapQualys
+from tests.gateway_support import PCRS_STREAMS, gateway_config, keyed, merged, run_tap
+
+POSTURE_DATES = (
+    "firstFailDate",
+    "lastFailDate",
+    "firstPassDate",
+    "lastPassDate",
+    "postureModifiedDate",
+    "lastEvaluatedDate",
+    "created",
+    "complianceLastScanDate",
+    "agentLastDetectedDate",
+    "scannerLastDetectedDate",
+)
+
+
+@pytest.fixture(scope="module")
+def world() -> t.Iterator[Simulator]:
+    """This module's simulator (its clock is moved): 30 hosts, 8 policies (2 inactive)."""
+    with Simulator(hosts=30, seed=7) as sim:
+        yield sim
+
+
+def assert_matches_truth(records: dict[str, list[dict[str, t.Any]]], sim: Simulator) -> None:
+    """Every ground-truth record of the three streams once, with its values, and no extras."""
+    for stream, keys in (
+        ("pcrs_policies", ("id",)),
+        ("pcrs_policy_host_ids", ("policyId", "hostId")),
+        ("pcrs_posture_info", ("id",)),
+    ):
+        got = keyed(records.get(stream, []), *keys)
+        want = keyed(sim.ground_truth(stream), *keys)
+        assert got.keys() == want.keys(), stream
+        for key, expected in want.items():
+            assert {field: got[key][field] for field in expected} == expected, (stream, key)
+
+
+def test_full_sync_matches_ground_truth(world: Simulator) -> None:
+    config = gateway_config(world, pcrs_batch_size=4, pcrs_max_concurrency=3)
+    world.reset_stats()
+    records, _ = run_tap(config, PCRS_STREAMS)
+    assert_matches_truth(records, world)
+    policies = records["pcrs_policies"]
+    inactive = {p["id"] for p in policies if p["status"] == "inactive"}
+    assert inactive  # emitted, but without children
+    assert not inactive & {h["policyId"] for h in records["pcrs_policy_host_ids"]}
+    assert all(isinstance(h["hostId"], int) for h in records["pcrs_policy_host_ids"])
+    assert {p["subscriptionId"] for p in policies} == {6184390}
+    # One postureInfo call per batch of 4 hosts of each active policy, at most 3 at a time.
+    per_policy: dict[int, int] = {}
+    for host in records["pcrs_policy_host_ids"]:
+        per_policy[host["policyId"]] = per_policy.get(host["policyId"], 0) + 1
+    stats = world.stats()
+    assert stats["requests"]["pcrs_posture_info"] == sum(-(-n // 4) for n in per_policy.values())
+    assert 1 < stats["peak_concurrency"]["pcrs_posture_info"] <= 3
+    assert stats["requests"]["auth"] == 1
+
+
+def test_posture_records_are_typed(world: Simulator) -> None:
+    postures = run_tap(gateway_config(world), PCRS_STREAMS)[0]["pcrs_posture_info"]
+    never_failed = [p for p in postures if p["status"] == "Passed" and p["firstFailDate"] is None]
+    assert never_failed  # PCRS' "" for a date that never happened is null
+    for posture in postures:
+        for field in POSTURE_DATES:
+            assert posture[field] is None or posture[field].endswith("Z"), field
+        for field in ("id", "policyId", "hostId", "controlId", "technologyId"):
+            assert isinstance(posture[field], int), field
+        assert posture["controlStatement"]
+        assert posture["remediation"]
+        assert posture["technology"]["name"]
+        assert posture["evidence"] is None  # pcrs_evidence_required is off by default
+
+
+def test_evidence_on_request(world: Simulator) -> None:
+    config = gateway_config(world, pcrs_evidence_required=True)
+    postures = run_tap(config, PCRS_STREAMS)[0]["pcrs_posture_info"]
+    assert postures
+    for posture in postures:
+        evidence = posture["evidence"]
+        assert evidence["evaluationDate"].endswith("Z")
+        assert evidence["systemEvidence"][0]["status"] == posture["status"]
+
+
+@pytest.mark.parametrize(("compression", "header"), [(True, False), (True, True), (False, False)])
+def test_gzip_with_and_without_content_encoding(
+    world: Simulator, compression: bool, header: bool
+) -> None:
+    world.configure(pcrs_gzip_header=header)
+    try:
+        config = gateway_config(world, pcrs_compression_required=compression)
+        records, _ = run_tap(config, PCRS_STREAMS)
+    finally:
+        world.configure(pcrs_gzip_header=False)
+    assert_matches_truth(records, world)
+
+
+def test_incremental_after_reevaluation(world: Simulator) -> None:
+    config = gateway_config(world, pcrs_batch_size=6)
+    first, states = run_tap(config, PCRS_STREAMS)
+    assert states[-1]["bookmarks"]["pcrs_policies"]["replication_key_value"]
+    world.advance(86400)
+    second, _ = run_tap(config, PCRS_STREAMS, state=states[-1])
+    # Only re-evaluated policies, hosts and their postures come again.
+    assert 0 < len(second["pcrs_posture_info"]) < len(first["pcrs_posture_info"])
+    assert 0 < len(second["pcrs_policies"]) <= len(first["pcrs_policies"])
+    union = {
+        "pcrs_policies": list(
+            merged(first["pcrs_policies"], second["pcrs_policies"], keys=("id",)).values()
+        ),
+        "pcrs_policy_host_ids": list(
+            merged(
+                first["pcrs_policy_host_ids"],
+                second.get("pcrs_policy_host_ids", []),
+                keys=("policyId", "hostId"),
+            ).values()
+        ),
+        "pcrs_posture_info": list(
+            merged(first["pcrs_posture_info"], second["pcrs_posture_info"], keys=("id",)).values()
+        ),
+    }
+    assert_matches_truth(union, world)
+
+
+def test_postures_alone_still_walk_the_parents(world: Simulator) -> None:
+    records, _ = run_tap(gateway_config(world), ["pcrs_posture_info"])
+    assert set(records) == {"pcrs_posture_info"}
+    truth = world.ground_truth("pcrs_posture_info")
+    assert keyed(records["pcrs_posture_info"], "id").keys() == {(r["id"],) for r in truth}
+
+
+@pytest.mark.parametrize("fault", ["error_200", "truncated_200", "drop", "http_503"])
+def test_transient_posture_failures_are_retried(world: Simulator, fault: str) -> None:
+    world.configure(
+        faults={fault: 1.0}, fault_budget={fault: 2}, fault_endpoints=["pcrs_posture_info"]
+    )
+    world.reset_stats()
+    try:
+        records, _ = run_tap(gateway_config(world, pcrs_batch_size=8), PCRS_STREAMS)
+    finally:
+        world.configure(faults={}, fault_budget={}, fault_endpoints=[])
+    assert sum(world.stats()["faults"].values()) == 2
+    assert_matches_truth(records, world)
+
+
+def test_unknown_policy_warns_and_yields_nothing(
+    world: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    tap = TapQualys(config=gateway_config(world))
+    stream = t.cast("PcrsPolicyHostIdsStream", tap.streams["pcrs_policy_host_ids"])
+    context = {"policyId": 999, "subscriptionId": 6184390, "window": "1970-01-01T00:00:00Z"}
+    with caplog.at_level(logging.WARNING):
+        assert list(stream.get_records(context)) == []
+    assert "policy 999: Qualys answered" in caplog.text
+    assert "does not exist" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "text"),
+    [
+        (
+            400,
+            b'[{"response":{"datetime":"2026-11-01T00:00:00Z","code":1905,'
+            b'"text":"parameter policy_ids has invalid value: x"}}]',
+            Kind.FATAL,
+            "HTTP 400 CODE 1905: parameter policy_ids has invalid value: x",
+        ),
+        (404, b'{"message":"Invalid input Parameter."}', Kind.FATAL, "Invalid input Parameter."),
+        (
+            401,
+            b'{"status":401,"error":"Unauthorized","message":"JWT expired"}',
+            Kind.FATAL,
+            "JWT expired",
+        ),
+        (503, b"<html><body>Service under maintenance</body></html>", Kind.BACKOFF, "maintenance"),
+        (429, b'{"message":"API rate limit exceeded"}', Kind.BACKOFF, "HTTP 429"),
+    ],
+)
+def test_gateway_error_bodies(status: int, body: bytes, kind: Kind, text: str) -> None:
+    verdict = classify_gateway_response(status, body, {})
+    assert verdict.kind is kind
+    assert text in verdict.reason
+
+
+def test_429_waits_exactly_what_the_gateway_says() -> None:
+    for headers in ({"Retry-After": "7"}, {"X-RateLimit-ToWait-Sec": "7"}):
+        verdict = classify_gateway_response(429, b"{}", headers)
+        assert (verdict.kind, verdict.wait) == (Kind.RATE_LIMIT, 7.0)
+
+
+def test_controls_view_normalizes_postures(world: Simulator) -> None:
+    """The documented controls query: one row per control and technology, texts filled."""
+    postures = run_tap(gateway_config(world), PCRS_STREAMS)[0]["pcrs_posture_info"]
+    columns = sorted({key for record in postures for key in record})
+    db = sqlite3.connect(":memory:")
+    db.execute(f"CREATE TABLE pcrs_posture_info ({', '.join(columns)})")
+    db.executemany(
+        f"INSERT INTO pcrs_posture_info VALUES ({', '.join('?' * len(columns))})",
+        [
+            [
+                json.dumps(value) if isinstance(value, (dict, list)) else value
+                for value in (record.get(column) for column in columns)
+            ]
+            for record in postures
+        ],
+    )
+    db.execute(CONTROLS_VIEW_SQL)
+    rows = db.execute(
+        "SELECT controlId, technologyId, technologyName, controlStatement, remediation, "
+        "criticalityLabel, postures, failedPostures FROM pcrs_posture_controls"
+    ).fetchall()
+    expected = {(p["controlId"], p["technologyId"]) for p in postures}
+    assert {(row[0], row[1]) for row in rows} == expected
+    assert sum(row[6] for row in rows) == len(postures)
+    assert sum(row[7] for row in rows) == sum(p["status"] == "Failed" for p in postures)
+    assert all(row[2] and row[3] and row[4] and row[5] for row in rows)
+
+
+def test_refused_parameters_fail_with_qualys_text(world: Simulator) -> None:
+    """400 with a Qualys code and 404 for a bad flag are not retried, and say what was wrong."""
+    tap = TapQualys(config=gateway_config(world))
+    stream = t.cast("PcrsPolicyHostIdsStream", tap.streams["pcrs_policy_host_ids"])
+    world.reset_stats()
+    with pytest.raises(QualysAPIError) as bad_id:
+        stream.gateway_call(stream.path, read_host_ids, method="GET", params={"policyId": "x1"})
+    assert str(bad_id.value) == (
+        "pcrs_policy_host_ids: GET /pcrs/5.0/posture/hostids failed: "
+        "HTTP 400 CODE 1905: parameter policy_ids has invalid value: x1"
+    )
+    postures = t.cast("PcrsPostureInfoStream", tap.streams["pcrs_posture_info"])
+    with pytest.raises(QualysAPIError, match=r"HTTP 404: Invalid input Parameter\.$"):
+        postures.gateway_call(postures.path, read_postures, params={"evidenceRequired": 2}, body=[])
+    assert world.stats()["requests"]["pcrs_hostids"] == 1  # fatal: asked once
+
+
+def test_every_gateway_stream_through_a_fault_storm() -> None:
+    """Every fault at once on every gateway data endpoint: the result is still exact."""
+    storm = {
+        "http_503": 0.06,
+        "conflict_1965": 0.1,  # the gateway answers these as 429 with Retry-After
+        "drop": 0.06,
+        "error_200": 0.06,
+        "truncated_200": 0.06,
+        "slow_first_byte": 0.06,
+    }
+    endpoints = ["csam_search", "pcrs_policy_list", "pcrs_hostids", "pcrs_posture_info"]
+    with Simulator(hosts=40, seed=3) as sim:
+        sim.configure(
+            faults=storm,
+            fault_endpoints=endpoints,
+            fault_budget={"conflict_1965": 2},
+            slow_first_byte_sec=0.2,
+        )
+        config = gateway_config(sim, csam_page_size=5, pcrs_batch_size=4)
+        records, _ = run_tap(config, ["csam_assets", *PCRS_STREAMS])
+        injected = sim.stats()["faults"]
+        assert_matches_truth(records, sim)
+        assert keyed(records["csam_assets"], "assetId").keys() == {
+            (a["assetId"],) for a in sim.ground_truth("csam_assets")
+        }
+    assert {"drop", "error_200", "http_503", "slow_first_byte"} <= set(injected), injected
+    assert sum(injected.values()) >= 10, injected
