@@ -117,17 +117,19 @@ def platform_for_username(username: str) -> Platform | None:
 def normalize_url(setting: str, url: str) -> str:
     """Check an https?:// URL and drop trailing slashes and any path the user pasted."""
     parts = urlsplit(url.strip())
+    # A pasted https://user:password@host must not echo the password in an error message.
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    shown = parts._replace(netloc=netloc).geturl()
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise PlatformError(setting, f"{url!r} is not a URL; expected https://<host>")
+        raise PlatformError(setting, f"{shown!r} is not a URL; expected https://<host>")
     host = parts.hostname
     # Users paste the web UI address; the API lives on the same name with qualysapi.
     if host.startswith("qualysguard."):
         api_host = "qualysapi." + host.removeprefix("qualysguard.")
         raise PlatformError(
             setting,
-            f"{url!r} is the Qualys web UI, not the API; use https://{api_host}",
+            f"{shown!r} is the Qualys web UI, not the API; use https://{api_host}",
         )
-    netloc = parts.netloc.rsplit("@", 1)[-1]
     return f"{parts.scheme}://{netloc}"
 
 

@@ -33,6 +33,9 @@ T = t.TypeVar("T")
 RETRYABLE_STATUSES = frozenset({202, 429, 500, 502, 503, 504, 520})
 #: 1920: blocked by an existing operation; it clears by itself.
 RETRYABLE_CODES = frozenset({1920})
+#: Documented codes that mean the request itself is wrong (1901-1922) or the account needs a
+#: person (2003 registration, 2011 SecureID): sending it again cannot help.
+FATAL_CODES = frozenset({1901, 1903, 1904, 1905, 1907, 1908, 1922, 2003, 2011})
 CONCURRENCY_LIMIT_CODE = 1960
 RATE_LIMIT_CODE = 1965
 
@@ -100,8 +103,12 @@ def classify_response(
         return Verdict(Kind.RATE_LIMIT, reason, wait)
     if code in RETRYABLE_CODES:
         return Verdict(Kind.BACKOFF, reason)
-    if code is None and status in RETRYABLE_STATUSES:
+    if status in RETRYABLE_STATUSES and code not in FATAL_CODES:
         return Verdict(Kind.BACKOFF, reason, _to_float(headers.get("Retry-After")))
+    if code is not None and code not in FATAL_CODES and (status == 200 or status >= 500):
+        # An error document where data was expected (e.g. CODE 999 "Internal error" with HTTP
+        # 200): a server-side failure, retried like a 5xx and fatal once the retries run out.
+        return Verdict(Kind.BACKOFF, reason)
     # 2003/2011, 1901-1922, 401, 403 and anything else: a person has to fix something.
     return Verdict(Kind.FATAL, reason)
 
@@ -124,6 +131,13 @@ def classify_exception(exc: BaseException) -> Verdict | None:
     """Classify an exception raised while sending or reading; None means not ours to retry."""
     if isinstance(exc, FailedAttempt):
         return exc.verdict
+    if isinstance(exc, requests.exceptions.SSLError):
+        # requests files certificate failures under ConnectionError, but no retry fixes them.
+        return Verdict(
+            Kind.FATAL,
+            f"TLS verification failed ({_first_line(exc)}); if the server uses a private CA, "
+            "set ca_bundle to its PEM file",
+        )
     if isinstance(exc, TRANSIENT_EXCEPTIONS):
         return Verdict(Kind.BACKOFF, f"{type(exc).__name__}: {_first_line(exc)}")
     if isinstance(exc, QualysResponseError):

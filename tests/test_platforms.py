@@ -8,6 +8,7 @@ from tap_qualys.platforms import (
     PLATFORMS,
     USERNAME_POD_CHARACTER,
     PlatformError,
+    normalize_url,
     platform_for_code,
     resolve_urls,
 )
@@ -89,3 +90,10 @@ def test_no_way_to_tell_the_pod_is_an_error() -> None:
         resolve_urls({"username": "abZcd"})
     with pytest.raises(PlatformError, match=r"^api_server: 'ftp://x' is not a URL"):
         resolve_urls({"username": "ab_cd", "api_server": "ftp://x"})
+
+
+def test_a_pasted_url_with_credentials_never_echoes_them() -> None:
+    with pytest.raises(PlatformError) as raised:
+        normalize_url("api_server", "https://user:s3cret-pw@qualysguard.qualys.com/fo/")
+    assert "s3cret-pw" not in str(raised.value)
+    assert "qualysapi.qualys.com" in str(raised.value)

@@ -31,6 +31,12 @@ from tap_qualys.retries import (
         (400, 1905, Kind.FATAL),
         (200, 1905, Kind.FATAL),
         (200, 1960, Kind.CONCURRENCY),
+        (200, 999, Kind.BACKOFF),
+        (503, 999, Kind.BACKOFF),
+        (400, 999, Kind.FATAL),
+        (202, 1999, Kind.BACKOFF),
+        (429, 1999, Kind.BACKOFF),
+        (503, 1905, Kind.FATAL),
         (401, None, Kind.FATAL),
         (403, None, Kind.FATAL),
         (404, None, Kind.FATAL),
@@ -190,3 +196,10 @@ def test_unknown_exceptions_propagate_unchanged() -> None:
 )
 def test_pacing_when_few_calls_remain(headers: dict[str, str], delay: float) -> None:
     assert pacing_delay(headers) == delay
+
+
+def test_a_certificate_failure_is_fatal_and_names_the_fix() -> None:
+    verdict = classify_exception(requests.exceptions.SSLError("CERTIFICATE_VERIFY_FAILED"))
+    assert verdict is not None
+    assert verdict.kind is Kind.FATAL
+    assert "ca_bundle" in verdict.reason
