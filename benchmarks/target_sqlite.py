@@ -7,7 +7,11 @@ bytes, QDS factors as a nested list, big unique ids), pipes them through the rea
 pragmas). Prints one markdown table. CPU time (user + system) is the headline: on a shared
 machine wall time mostly measures the neighbours.
 
-    python -m benchmarks.target_sqlite [--rows 200000] [--profile]
+    python -m benchmarks.target_sqlite [--rows 200000] [--profile] [--baseline DIR]
+
+``--baseline DIR`` also runs another copy of the ``target_sqlite`` package (DIR holds a
+``target_sqlite/`` folder, e.g. ``git archive HEAD target_sqlite | tar -x -C DIR``), interleaved
+with the working tree's, for a before/after table from one run on the same input.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import cProfile
 import datetime
 import json
+import os
 import pstats
 import random
 import resource
@@ -108,12 +113,20 @@ class Timing:
     cpu: float
 
 
-def run_target(messages: Path, database: Path, *, validate: bool = True) -> Timing:
-    """Timing of the real executable, interpreter startup included."""
+def run_target(
+    messages: Path, database: Path, *, validate: bool = True, package_dir: Path | None = None
+) -> Timing:
+    """Timing of the real executable, interpreter startup included.
+
+    ``package_dir``, if given, is put first on PYTHONPATH so its ``target_sqlite`` is the one run.
+    """
     config = database.with_suffix(".json")
     settings = {"database": str(database), "batch_size_rows": BATCH_ROWS}
     config.write_text(json.dumps({**settings, "validate_records": validate}))
     exe = Path(sys.executable).parent / "target-sqlite"
+    env = dict(os.environ)
+    if package_dir is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_dir), env.get("PYTHONPATH")]))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with messages.open("rb") as stdin:
@@ -123,6 +136,7 @@ def run_target(messages: Path, database: Path, *, validate: bool = True) -> Timi
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             check=True,
+            env=env,
         )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -192,7 +206,7 @@ class Result:
         return "\n".join(lines)
 
 
-def run(rows: int = 200_000, *, profile: bool = False) -> Result:
+def run(rows: int = 200_000, *, profile: bool = False, baseline: Path | None = None) -> Result:
     schema = json.loads(SCHEMA_FILE.read_text())
     records = make_records(schema, rows)
     targets: dict[str, Timing] = {}
@@ -204,17 +218,23 @@ def run(rows: int = 200_000, *, profile: bool = False) -> Result:
             profile_target(messages, work / "profiled.db")
         # validate_records=false is the SDK's own switch for a trusted tap (tap-qualys validates
         # what it emits); shown to separate validation cost from the rest.
+        versions: list[tuple[str, Path | None]] = [("", None)]
+        if baseline is not None:
+            versions.insert(0, ("baseline, ", baseline))
         for variant, validate in (
             ("validate_records=true", True),
             ("validate_records=false", False),
         ):
-            target_db = work / f"target-{validate}.db"
-            targets[variant] = run_target(messages, target_db, validate=validate)
-            with sqlite3.connect(target_db) as conn:
-                count = conn.execute(f"SELECT count(*) FROM {STREAM}").fetchone()[0]
-            if count != rows:
-                msg = f"target wrote {count} rows, expected {rows}"
-                raise RuntimeError(msg)
+            for label, package_dir in versions:
+                target_db = work / f"target-{validate}-{bool(label)}.db"
+                targets[label + variant] = run_target(
+                    messages, target_db, validate=validate, package_dir=package_dir
+                )
+                with sqlite3.connect(target_db) as conn:
+                    count = conn.execute(f"SELECT count(*) FROM {STREAM}").fetchone()[0]
+                if count != rows:
+                    msg = f"target wrote {count} rows, expected {rows}"
+                    raise RuntimeError(msg)
         floor_timing = run_floor(target_db, work / "floor.db", schema, records)
     return Result(rows, floor_timing, targets)
 
@@ -223,8 +243,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the target")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="directory holding another target_sqlite package to run as well, for before/after",
+    )
     args = parser.parse_args()
-    print(run(args.rows, profile=args.profile).markdown())
+    print(run(args.rows, profile=args.profile, baseline=args.baseline).markdown())
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime
 import gc
+import logging
 import sqlite3
 import sys
+import time
 import typing as t
 from pathlib import Path
 
@@ -17,7 +19,9 @@ from singer_sdk.exceptions import (
     RecordsWithoutSchemaException,
 )
 from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabilities
+from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.exceptions import InvalidInputLine
+from singer_sdk.sinks.core import Sink
 from singer_sdk.sql import SQLTarget
 from singer_sdk.target_base import Target
 
@@ -34,8 +38,8 @@ else:
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.capabilities import CapabilitiesEnum
+    from singer_sdk.mapper import StreamMap
     from singer_sdk.plugin_base import _ConfigInput
-    from singer_sdk.sinks import Sink
 
 
 class TargetSQLite(SQLTarget):
@@ -163,6 +167,8 @@ class TargetSQLite(SQLTarget):
         self._snapshot: snapshot.Snapshot | None = None
         self._held_state: dict | None = None
         self._finished = False
+        # Streams whose RECORD messages take the direct path: stream name -> (sink, batch size).
+        self._direct_sinks: dict[str, tuple[Sink, int]] = {}
 
     @property
     def database(self) -> Path:
@@ -221,6 +227,76 @@ class TargetSQLite(SQLTarget):
         return super().get_sink(
             stream_name, record=record, schema=schema, key_properties=key_properties
         )
+
+    @override
+    def _process_schema_message(self, message_dict: dict) -> None:
+        super()._process_schema_message(message_dict)
+        # Sinks and stream maps change only here, so this is where the direct path is re-decided.
+        self._direct_sinks = {}
+        for stream_name, stream_maps in self.mapper.stream_maps.items():
+            sink = self._direct_sink(stream_name, stream_maps)
+            if sink is not None:
+                self._direct_sinks[stream_name] = (sink, sink.max_size)
+
+    def _direct_sink(self, stream_name: str, stream_maps: list[StreamMap]) -> Sink | None:
+        """The stream's sink if its records may skip the SDK's generic dispatch, else None.
+
+        Only when the SDK's dispatch would be an identity: one map that passes records through
+        unchanged (no stream maps, no flattening), no `_sdc_*` metadata to add, no
+        ``preprocess_record`` override, and no per-record debug log wanted.
+        """
+        if len(stream_maps) != 1:
+            return None
+        (stream_map,) = stream_maps
+        if (
+            type(stream_map) is not SameRecordTransform
+            or stream_map.stream_alias != stream_name
+            or stream_map.flattening_enabled
+        ):
+            return None
+        sink = self._sinks_active.get(stream_name)
+        if (
+            sink is None
+            or sink.include_sdc_metadata_properties
+            or type(sink).preprocess_record is not Sink.preprocess_record
+            or sink.logger.isEnabledFor(logging.DEBUG)
+        ):
+            return None
+        return sink
+
+    @override
+    def _process_record_message(self, message_dict: dict) -> None:
+        # The SDK's generic dispatch (a copy of every record for the stream maps, sink look-ups
+        # done twice, config and property reads per record) was the largest per-record cost left
+        # besides parsing, validating and inserting (see benchmarks/target_sqlite.py). For a
+        # stream where that dispatch is an identity (see _direct_sink) this makes the same sink
+        # calls in the same order without the generic parts; anything else takes the SDK's path.
+        # Overriding a private method is tolerable because singer-sdk is pinned <0.55, and
+        # tests/target_sqlite/test_direct_path.py fails if the SDK's version changes shape.
+        direct = self._direct_sinks.get(message_dict.get("stream"))  # type: ignore[arg-type]
+        record = message_dict.get("record")
+        if direct is None or type(record) is not dict:
+            super()._process_record_message(message_dict)
+            return
+        sink, max_size = direct
+        context = sink._get_context(record)
+        sink._remove_sdc_metadata_from_record(record)
+        sink._validate_and_parse(record)
+        for key in sink._key_properties:
+            if key not in record:
+                sink._singer_validate_message(record)  # raises the SDK's own error
+        sink.tally_record_read()
+        sink.process_record(record, context)
+        sink.record_counter_metric.increment()
+        if sink.current_size >= max_size:
+            self.logger.info(
+                "Target sink for '%s' is full. Current size is '%s'. Draining...",
+                sink.stream_name,
+                sink.current_size,
+            )
+            self.drain_one(sink)
+        if time.time() - self._last_full_drain_at > self._MAX_RECORD_AGE_IN_MINUTES * 60:
+            self._handle_max_record_age()
 
     @override
     def _write_state_message(self, state: dict) -> None:
