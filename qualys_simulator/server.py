@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from qualys_simulator.faults import DropConnection, FaultInjector, Limits, Stats
 from qualys_simulator.http import Request, Response
+from qualys_simulator.inject import Injector
 from qualys_simulator.model import fmt
 from qualys_simulator.vm_api import VMAPI, VMConfig
 from qualys_simulator.world import World
@@ -69,10 +70,14 @@ class Simulator:
         self.vm = VMAPI(world, faults, limits, stats, vm_config)
         self.gateway = gateway
         self.log_requests = log_requests
+        self.injector = Injector(stats)  # crafted answers for tests: POST /admin/inject
 
     def handle(self, req: Request) -> Response:
         if req.path.startswith("/admin/"):
             return self.admin(req)
+        injected = self.injector.answer(req.path)
+        if injected is not None:
+            return injected
         response = self.vm.handle(req)
         if response is None and self.gateway is not None and req.path.startswith(GATEWAY_PREFIXES):
             response = self.gateway.handle(req)
@@ -117,6 +122,8 @@ class Simulator:
             "GET /admin/clock": lambda _r, _p: {"now": fmt(self.world.clock.now()),
                                                 "epoch": self.world.epoch},
             "GET /admin/ground-truth": self._ground_truth,
+            "GET /admin/inject": lambda _r, _p: self.injector.snapshot(),
+            "POST /admin/inject": lambda _r, payload: self.injector.configure(payload),
         }
         route = routes.get(f"{req.method} {req.path.rstrip('/')}")
         if route is None:
