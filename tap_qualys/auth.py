@@ -199,7 +199,9 @@ class GatewayTokenAuthenticator(APIAuthenticatorBase):
                 f"{response.headers.get('Content-Type', 'none')!r}) is not a JWT: {exc}. "
                 "Check `gateway_url` points at the gateway (gateway.<pod>.apps.qualys...)."
             )
-            raise GatewayAuthError(msg) from None
+            # An empty or cut-short answer is what a gateway hiccup looks like: retried, and
+            # this message is the one line the user sees once the retries are spent.
+            raise FailedAttempt(Verdict(Kind.BACKOFF, msg)) from None
         lifetime = jwt_lifetime(claims, now=time.time())
         # A margin longer than the token itself would refresh on every request.
         margin = min(self.refresh_margin, lifetime / 4)

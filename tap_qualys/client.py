@@ -22,7 +22,10 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import requests
 from singer_sdk import RESTStream
+from singer_sdk.helpers._util import utc_now
+from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
+from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams.rest import PageContext
 
 from tap_qualys import __version__, qualys_xml
@@ -35,8 +38,10 @@ from tap_qualys.auth import (
 )
 from tap_qualys.platforms import resolve_urls
 from tap_qualys.retries import (
+    DEFAULT_MAX_RATE_LIMIT_WAIT,
     FailedAttempt,
     Kind,
+    QualysAPIError,
     RequestStats,
     RetryPolicy,
     Verdict,
@@ -51,7 +56,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 
     from singer_sdk.authenticators import BasicAuthenticator
     from singer_sdk.helpers.types import Context, Record
@@ -132,10 +137,11 @@ class TruncationPaginator(BaseAPIPaginator[int | None]):
     as ``details=None``), so only its ``id_min`` is used and our own parameters are re-sent.
     """
 
-    def __init__(self, logger: logging.Logger) -> None:
-        """Start on the first page (no id_min of our own)."""
+    def __init__(self, logger: logging.Logger, label: str = "truncation") -> None:
+        """Start on the first page (no id_min of our own); ``label`` names stream and path."""
         super().__init__(None)
         self._logger = logger
+        self._label = label
 
     @override
     def advance(self, response: requests.Response | FetchedPage) -> None:
@@ -148,17 +154,27 @@ class TruncationPaginator(BaseAPIPaginator[int | None]):
 
     @override
     def get_next(self, response: t.Any) -> int | None:
+        # Qualys says more records exist (WARNING 1980): a URL we cannot follow is a failure,
+        # never the end of the data, or the sync would end "complete" and move its bookmark
+        # past hosts it never read. The URL itself is not logged: it echoes every parameter.
         values = parse_qs(urlsplit(response.next_url).query).get("id_min", [])
-        if not values or not values[-1].isdigit():
-            self._logger.warning(
-                "Stopping: the truncation URL has no id_min: %s", response.next_url
+        raw = values[-1].strip() if values else ""
+        if not raw.isdigit():
+            shown = f"id_min={raw[:40]!r}" if values else "no id_min"
+            msg = (
+                f"{self._label} failed: Qualys said more records exist (WARNING 1980), but its "
+                f"next-page URL has {shown}; stopping without completing the sync"
             )
-            return None
-        id_min = int(values[-1])
+            raise QualysAPIError(msg)
+        id_min = int(raw)
         if self.current_value is not None and id_min <= self.current_value:
             # A server that repeats an id_min would page forever.
-            self._logger.warning("Stopping: truncation id_min %d did not advance", id_min)
-            return None
+            msg = (
+                f"{self._label} failed: the next-page id_min {id_min} does not advance past "
+                f"{self.current_value}; stopping without completing the sync"
+            )
+            raise QualysAPIError(msg)
+        self._logger.debug("%s: next page from id_min=%d", self._label, id_min)
         return id_min
 
 
@@ -172,6 +188,11 @@ class QualysVMStream(RESTStream[int | None]):
 
     http_method = "POST"
     payload_as_json = False
+    #: ``casting`` has already typed every value against this stream's schema: a record starts
+    #: as a copy of the schema's keys and holds only str, int, finite float, bool, None and
+    #: lists/dicts of those (tests/test_qualys_xml.py checks the SDK's conformance leaves
+    #: parsed records unchanged), so the SDK's per-record conformance pass is skipped.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up counters and the per-thread HTTP sessions."""
@@ -222,7 +243,33 @@ class QualysVMStream(RESTStream[int | None]):
             max_retries=int(self.config.get("max_retries", 8)),
             backoff_base=float(self.config.get("retry_backoff_seconds", 2.0)),
             logger=self.logger,
+            max_rate_limit_wait=float(
+                self.config.get("max_rate_limit_wait", DEFAULT_MAX_RATE_LIMIT_WAIT)
+            ),
         )
+
+    @cached_property
+    def _selects_every_property(self) -> bool:
+        return all(self.mask.values())
+
+    @override
+    def _generate_record_messages(self, record: Record) -> Generator[RecordMessage, None, None]:
+        # The SDK walks each record against the catalog's selection mask to drop deselected
+        # properties, a tenth of the tap's CPU on detections. A record here holds only schema
+        # keys, so when the catalog selects them all the walk never drops anything; with a
+        # deselected property the SDK's own path runs. Conformance is NONE (see above).
+        if not self._selects_every_property:
+            yield from super()._generate_record_messages(record)
+            return
+        for stream_map in self.stream_maps:
+            mapped = stream_map.transform(record)
+            if mapped is not None:
+                yield RecordMessage(
+                    stream=stream_map.stream_alias,
+                    record=mapped,
+                    version=self._stream_version,
+                    time_extracted=utc_now(),
+                )
 
     @property
     def label(self) -> str:
@@ -247,7 +294,7 @@ class QualysVMStream(RESTStream[int | None]):
 
     @override
     def get_new_paginator(self) -> TruncationPaginator:
-        return TruncationPaginator(self.logger)
+        return TruncationPaginator(self.logger, self.label)
 
     @override
     @abc.abstractmethod
@@ -324,6 +371,18 @@ class QualysVMStream(RESTStream[int | None]):
         )
         # Pause outside the slot, so a parallel call is not held up by our pacing.
         if pause := pacing_delay(response.headers):
+            limit = self.retry_policy.max_rate_limit_wait
+            if limit is not None and pause > limit:
+                # Not hours of silent sleep: this page is good; a next call, if any, is refused
+                # with 1965 and fails in one line naming max_rate_limit_wait (retries.py).
+                self.logger.warning(
+                    "%s: Qualys asks for %.0f s before the next call, above "
+                    "max_rate_limit_wait (%.0f s); not waiting",
+                    self.name,
+                    pause,
+                    limit,
+                )
+                return fetched
             self.logger.info(
                 "%s: pacing %.1f s, few API calls left in the window", self.name, pause
             )
@@ -591,6 +650,9 @@ class QualysGatewayStream(RESTStream[t.Any]):
             max_retries=int(self.config.get("max_retries", 8)),
             backoff_base=float(self.config.get("retry_backoff_seconds", 2.0)),
             logger=self.logger,
+            max_rate_limit_wait=float(
+                self.config.get("max_rate_limit_wait", DEFAULT_MAX_RATE_LIMIT_WAIT)
+            ),
         )
 
     @override

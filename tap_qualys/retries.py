@@ -41,6 +41,8 @@ RATE_LIMIT_CODE = 1965
 
 #: Pace calls once fewer than this many are left in the rate window.
 LOW_REMAINING_CALLS = 20
+#: The longest rate-limit wait honoured by default (the ``max_rate_limit_wait`` setting).
+DEFAULT_MAX_RATE_LIMIT_WAIT = 3600.0
 
 
 class Kind(enum.Enum):
@@ -146,6 +148,15 @@ def classify_exception(exc: BaseException) -> Verdict | None:
     return None
 
 
+def _duration(seconds: float) -> str:
+    """``86340`` -> ``"86340 s (23 h 59 min)"``: the seconds, and hours for long waits."""
+    text = f"{seconds:.0f} s"
+    if seconds >= 60:
+        hours, minutes = divmod(round(seconds / 60), 60)
+        text += f" ({hours} h {minutes} min)" if hours else f" ({minutes} min)"
+    return text
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -196,9 +207,15 @@ class RetryPolicy:
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
         logger: logging.Logger | None = None,
+        max_rate_limit_wait: float | None = DEFAULT_MAX_RATE_LIMIT_WAIT,
     ) -> None:
-        """Configure the policy; ``sleep`` and ``jitter`` are injectable for tests."""
+        """Configure the policy; ``sleep`` and ``jitter`` are injectable for tests.
+
+        ``max_rate_limit_wait``: the longest wait a rate limit (409/1965, a gateway 429 with
+        a wait) may ask for before the call fails instead; None waits whatever Qualys says.
+        """
         self.max_retries = max_retries
+        self.max_rate_limit_wait = max_rate_limit_wait
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.sleep = sleep
@@ -215,6 +232,21 @@ class RetryPolicy:
         # Jitter in [0.5, 1.0) of the backoff, so parallel workers that hit the same 409 do
         # not come back in lock-step and collide again.
         return backoff * (0.5 + self.jitter() / 2)
+
+    def check_rate_limit_wait(self, wait: float, label: str, reason: str) -> None:
+        """Fail at once, in one line, when Qualys asks for a wait above max_rate_limit_wait.
+
+        Qualys' own example ToWait is about 24 hours: waiting it out silently would look like
+        a hung run, so the user decides (run later, or raise the setting).
+        """
+        limit = self.max_rate_limit_wait
+        if limit is not None and wait > limit:
+            msg = (
+                f"{label} failed: Qualys asked to wait {_duration(wait)} before the next call, "
+                f"more than max_rate_limit_wait ({_duration(limit)}); raise max_rate_limit_wait "
+                f"to wait it out, or run later ({reason})"
+            )
+            raise QualysAPIError(msg)
 
     def run(
         self,
@@ -235,8 +267,11 @@ class RetryPolicy:
             stats.count("requests")
             try:
                 return attempt()
-            except QualysAPIError:
-                raise
+            except QualysAPIError as exc:
+                # Errors raised below the call (e.g. the gateway token) don't know the stream.
+                if str(exc).startswith(label):
+                    raise
+                raise type(exc)(f"{label} failed: {exc}") from None
             except Exception as exc:
                 verdict = classify_exception(exc)
                 if verdict is None:
@@ -253,9 +288,11 @@ class RetryPolicy:
                 raise QualysAPIError(
                     f"{label} failed after {retries + 1} attempts: {verdict.reason}"
                 )
+            wait = self.wait_for(verdict, retries + 1)
+            if verdict.kind is Kind.RATE_LIMIT:
+                self.check_rate_limit_wait(wait, label, verdict.reason)
             retries += 1
             stats.count("retries")
-            wait = self.wait_for(verdict, retries)
             if verdict.kind is Kind.RATE_LIMIT and on_rate_limit is not None:
                 on_rate_limit(wait)
             self.logger.warning(

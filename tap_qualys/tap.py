@@ -8,7 +8,9 @@ from datetime import datetime
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
+from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.singerlib import Message, SingerMessageType
 
 from tap_qualys.platforms import PLATFORMS, PlatformError, resolve_urls
 from tap_qualys.retries import QualysAPIError
@@ -91,6 +93,17 @@ CONNECTION_SETTINGS = [
         ),
     ),
     th.Property(
+        "max_rate_limit_wait",
+        th.IntegerType(minimum=0),
+        default=3600,
+        title="Max rate-limit wait",
+        description=(
+            "Longest wait, in seconds, for a rate limit (409/1965, or a gateway 429) before the "
+            "run fails instead. Qualys can ask for waits of up to a day; raise this to wait "
+            "them out."
+        ),
+    ),
+    th.Property(
         "max_concurrency",
         th.IntegerType(minimum=1),
         title="Max concurrency",
@@ -168,6 +181,31 @@ VM_SETTINGS = [
         default=True,
         title="Show QDS factors",
         description="Include the factors behind each QDS.",
+    ),
+    th.Property(
+        "include_ignored",
+        th.BooleanType,
+        default=True,
+        title="Include ignored detections",
+        description="Include detections a user marked as ignored (include_ignored=1).",
+    ),
+    th.Property(
+        "include_disabled",
+        th.BooleanType,
+        default=True,
+        title="Include disabled detections",
+        description="Include detections of disabled QIDs (include_disabled=1).",
+    ),
+    th.Property(
+        "show_trurisk",
+        th.BooleanType,
+        default=True,
+        title="Show TruRisk",
+        description=(
+            "Include each host's TruRisk score and its factors (show_trurisk=1, "
+            "show_trurisk_factors=1). Consultant subscriptions reject these with 1901: turn it "
+            "off there."
+        ),
     ),
     th.Property(
         "show_tags",
@@ -321,6 +359,17 @@ GATEWAY_SETTINGS = [
         description="Ask for gzip-compressed posture answers (compressionRequired=1).",
     ),
     th.Property(
+        "pcrs_overlap_hours",
+        th.IntegerType(minimum=0),
+        default=pcrs.DEFAULT_OVERLAP_HOURS,
+        title="PCRS overlap",
+        description=(
+            "Hours before the policies' bookmark at which the next PCRS window starts "
+            "(lastEvaluationDate, lastScanDate), so hosts whose compliance results Qualys "
+            "processed late are not missed."
+        ),
+    ),
+    th.Property(
         "pcrs_request_timeout",
         th.IntegerType(minimum=1),
         default=pcrs.DEFAULT_POSTURE_TIMEOUT,
@@ -340,6 +389,27 @@ STREAM_TYPES += [
 ]
 
 
+class SingerWriter(MsgSpecWriter):
+    """The SDK's msgspec writer: the same JSON lines, about six times cheaper per record than the
+    default simplejson writer, which took most of the tap's CPU on detection batches.
+
+    Two changes: it also writes into a text-only stdout (the SDK's test runner captures output
+    into a StringIO), and it flushes after every message but RECORD, so a STATE message never
+    waits in the buffer while records do not cost a write() each.
+    """
+
+    @override
+    def write_message(self, message: Message) -> None:
+        line = self.format_message(message)
+        stdout = sys.stdout
+        if (binary := getattr(stdout, "buffer", None)) is not None:
+            binary.write(line)
+        else:
+            stdout.write(line.decode())
+        if message.type is not SingerMessageType.RECORD:
+            stdout.flush()
+
+
 class TapQualys(Tap):
     """Extracts vulnerability data from Qualys: the KnowledgeBase (QIDs with CVEs and CVSS),
     hosts with their tags and cloud metadata, and host detections including fixed ones,
@@ -350,6 +420,7 @@ class TapQualys(Tap):
     name = "tap-qualys"
     package_name = "tap-qualys"
     config_jsonschema = th.PropertiesList(*SETTINGS).to_dict()
+    message_writer_class = SingerWriter
 
     @override
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:

@@ -58,6 +58,12 @@ def test_to_number_rejects(text):
         to_number(text)
 
 
+@pytest.mark.parametrize("text", ["9" * 400, "-" + "9" * 400 + ".5"])
+def test_to_number_rejects_what_overflows_a_float(text):
+    with pytest.raises(CastError, match="out of range"):
+        to_number(text)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("0", False), ("1", True), (" 1 ", True), ("true", True), ("False", False), ("", None)],

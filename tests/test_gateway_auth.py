@@ -20,7 +20,7 @@ from tap_qualys.auth import (
     jwt_claims,
     jwt_lifetime,
 )
-from tap_qualys.retries import QualysAPIError
+from tap_qualys.retries import FailedAttempt, Kind, QualysAPIError
 from tap_qualys.streams.pcrs import EPOCH, PcrsPoliciesStream, PolicyList, read_policy_list
 from tap_qualys.tap import TapQualys
 from tests.gateway_support import (
@@ -121,11 +121,13 @@ def test_bad_password_is_one_clear_error(own_sim: Simulator) -> None:
     assert "wrong-secret-123" not in message
 
 
-def test_a_201_without_a_jwt_is_a_clear_error(own_sim: Simulator) -> None:
-    # error_200 on /auth: HTTP 200 with an empty body.
+def test_a_201_without_a_jwt_is_a_retryable_clear_error(own_sim: Simulator) -> None:
+    # error_200 on /auth: HTTP 200 with an empty body, a gateway hiccup the retry policy
+    # repeats; its message is what the user reads once the retries are spent.
     own_sim.configure(faults={"error_200": 1.0}, fault_endpoints=["auth"])
-    with pytest.raises(GatewayAuthError, match="is not a JWT"):
+    with pytest.raises(FailedAttempt, match="is not a JWT") as raised:
         _authenticator(own_sim).token()
+    assert raised.value.verdict.kind is Kind.BACKOFF
 
 
 def test_refreshes_before_expiry(own_sim: Simulator) -> None:

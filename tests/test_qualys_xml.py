@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
+import math
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -11,6 +14,8 @@ from typing import Any
 import jsonschema
 import psutil
 import pytest
+from singer_sdk.helpers._typing import conform_record_data_types
+from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_qualys.qualys_xml import (
     QualysTruncatedResponseError,
@@ -289,6 +294,44 @@ def test_kb_records_match_schema(vulns):
     check = validator("knowledge_base")
     for record in vulns[0]:
         check.validate(record)
+
+
+# --- what the SDK may skip -----------------------------------------------------------------------
+
+
+def _json_native(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _json_native(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_json_native(item) for item in value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, (str, int, bool))
+
+
+@pytest.mark.parametrize(
+    ("stream", "parser", "name"),
+    [
+        ("knowledge_base", parse_knowledge_base, "knowledge_base.xml"),
+        ("hosts", parse_host_list, "host_list.xml"),
+        ("host_detections", parse_host_list_detection, "host_list_detection.xml"),
+    ],
+)
+def test_records_need_no_sdk_type_conformance(stream, parser, name, caplog):
+    # The VM streams set TYPE_CONFORMANCE_LEVEL = NONE: parsed records must already be what the
+    # SDK's recursive conformance would make of them, with exactly the schema's keys.
+    schema = validator(stream).schema
+    level = TypeConformanceLevel.RECURSIVE
+    records, _ = parse_all(parser, fixture(name))
+    assert records
+    for record in records:
+        assert set(record) == set(schema["properties"])
+        assert _json_native(record)
+        conformed = conform_record_data_types(
+            stream, copy.deepcopy(record), schema, level, logging.getLogger(__name__)
+        )
+        assert conformed == record
+    assert "not found in catalog schema" not in caplog.text
 
 
 # --- SIMPLE_RETURN -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 
 from qualys_simulator.testing import Simulator
 from tap_qualys.client import FetchedPage, RecordSpool, TruncationPaginator
+from tap_qualys.retries import QualysAPIError
 from tap_qualys.tap import TapQualys
 from tests.conftest import tap_config
 
@@ -158,8 +159,9 @@ def test_full_then_incremental_sync(world: Simulator) -> None:
 
 
 def test_bookmark_moves_only_after_every_detection_batch(world: Simulator) -> None:
-    config = tap_config(world, host_batch_size=5)
-    world.configure(fault_budget={"error_200": 1}, fault_endpoints=["host_detection"])
+    # More faults than one batch's retries: an error document that keeps coming is fatal.
+    config = tap_config(world, host_batch_size=5, max_retries=1)
+    world.configure(fault_budget={"error_200": 20}, fault_endpoints=["host_detection"])
     try:
         out = io.StringIO()
         with contextlib.redirect_stdout(out), pytest.raises(Exception, match="CODE 999"):
@@ -231,9 +233,9 @@ def test_detection_batches_use_every_allowed_slot(fresh: Simulator) -> None:
 def test_simple_return_on_200_fails_in_one_line_without_secrets(
     fresh: Simulator, tmp_path: t.Any
 ) -> None:
-    fresh.configure(fault_budget={"error_200": 1}, fault_endpoints=["host_detection"])
+    fresh.configure(fault_budget={"error_200": 20}, fault_endpoints=["host_detection"])
     config_file = tmp_path / "config.json"
-    config_file.write_text(json.dumps(tap_config(fresh)))
+    config_file.write_text(json.dumps(tap_config(fresh, max_retries=1)))
     catalog = vm_tap(tap_config(fresh), streams=HOSTS).catalog_dict
     (tmp_path / "catalog.json").write_text(json.dumps(catalog))
     result = subprocess.run(
@@ -253,7 +255,7 @@ def test_simple_return_on_200_fails_in_one_line_without_secrets(
     )
     assert result.returncode != 0
     expected = (
-        f"host_detections: {HLD_PATH} failed: HTTP 200 CODE 999: "
+        f"host_detections: {HLD_PATH} failed after 2 attempts: HTTP 200 CODE 999: "
         "Internal error. Please contact customer support."
     )
     assert expected in result.stderr
@@ -285,7 +287,7 @@ def test_second_run_without_changes_fetches_no_hosts(fresh: Simulator) -> None:
     assert second_states[-1]["bookmarks"]["hosts"] == states[-1]["bookmarks"]["hosts"]
 
 
-def test_truncation_paginator_follows_id_min_and_stops_when_it_does_not_advance() -> None:
+def test_truncation_paginator_follows_id_min_and_fails_when_it_cannot() -> None:
     paginator = TruncationPaginator(logging.getLogger("test"))
     base = "https://qualysapi.qualys.com/api/5.0/fo/asset/host/?action=list&details=None"
 
@@ -294,11 +296,13 @@ def test_truncation_paginator_follows_id_min_and_stops_when_it_does_not_advance(
 
     paginator.advance(page(f"{base}&truncation_limit=2&id_min=1200"))
     assert (paginator.current_value, paginator.finished) == (1200, False)
-    paginator.advance(page(f"{base}&id_min=1200"))  # a server repeating itself
-    assert paginator.finished
+    # A URL that cannot be followed fails the stream: ending quietly would count the sync as
+    # complete and move the bookmark past hosts never read.
+    with pytest.raises(QualysAPIError, match="id_min 1200 does not advance past 1200"):
+        paginator.advance(page(f"{base}&id_min=1200"))  # a server repeating itself
     paginator = TruncationPaginator(logging.getLogger("test"))
-    paginator.advance(page(base))  # no id_min to follow
-    assert paginator.finished
+    with pytest.raises(QualysAPIError, match="has no id_min"):
+        paginator.advance(page(base))  # no id_min to follow
     paginator = TruncationPaginator(logging.getLogger("test"))
     paginator.advance(page(None))  # no WARNING: the last page
     assert paginator.finished

@@ -9,11 +9,14 @@ Paging, bookmark and resume:
   capped at the run's start (the SDK's signpost): an asset changed while the run was paging past
   it is fetched again next run instead of being skipped.
 - Resumable: after every fully emitted page the stream state gets a resume point,
-  ``{"resume": {"lastSeenAssetId": N, "query": {...}}}``, and a STATE message is written at once.
-  A run that starts with a resume point for the same query continues after asset N instead of
-  starting over (a 1.5M-asset subscription is 5,000 pages); the point is removed when the stream
-  finishes. A resume point for another query (bookmark, tag filter or includeFields changed) is
-  ignored.
+  ``{"resume": {"lastSeenAssetId": N, "query": {...}, "started": <run start>}}``, and a STATE
+  message is written at once. A run that starts with a resume point for the same query continues
+  after asset N instead of starting over (a 1.5M-asset subscription is 5,000 pages); the point is
+  removed when the stream finishes. A resume point for another query (bookmark, tag filter or
+  includeFields changed) is ignored.
+- A resumed run never re-reads assets up to N, so its new bookmark is capped at ``started``, the
+  start of the *interrupted* run (kept through repeated resumes) rather than its own: the next
+  run then re-reads every asset changed since the interrupted run began, those below N included.
 
 Record shape: the API's own keys. ``date-time`` fields come out as ISO-8601 UTC strings, epoch
 milliseconds included (see ``client.DateNormalizer``); software ids above 2**53 stay exact
@@ -86,7 +89,11 @@ def read_csam_page(body: t.Any) -> CsamPage:
     # hasMore arrives as 1/0, "1"/"0" and, from some proxies, true/false.
     has_more = str(raw_more).strip().lower() in {"1", "true"}
     raw_last = body.get("lastSeenAssetId")
-    last_seen = int(raw_last) if raw_last not in {None, ""} else None
+    last_seen: int | None = None
+    if raw_last not in {None, ""}:
+        if isinstance(raw_last, bool) or not str(raw_last).strip().isdigit():
+            raise _transient(f"lastSeenAssetId {str(raw_last)[:40]!r} is not a number")
+        last_seen = int(str(raw_last).strip())
     if has_more and last_seen is None:
         raise _transient("hasMore=1 without lastSeenAssetId")
     listed = (body.get("assetListData") or {}).get("asset") or []
@@ -126,6 +133,13 @@ class CsamAssetPaginator(BaseAPIPaginator[int]):
         return next_id
 
 
+def _as_datetime(value: datetime | str) -> datetime:
+    """A state or signpost value as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 def qualys_filter_datetime(value: datetime | str) -> str:
     """A bookmark as the filter value: UTC to the second, floored (so the window overlaps)."""
     if isinstance(value, str):
@@ -151,6 +165,9 @@ class CsamAssetsStream(QualysGatewayStream):
     count_path = "/rest/2.0/count/am/asset"
     #: The state key of the resume point described in the module docstring.
     resume_key = "resume"
+    #: The start of the run whose paging this run continues (or of this run): see
+    #: :meth:`get_replication_key_signpost`.
+    _run_started: str | None = None
 
     def query(self, context: Context | None) -> dict[str, t.Any]:
         """What this run asks for, besides the cursor: filters, page size and includeFields."""
@@ -243,11 +260,33 @@ class CsamAssetsStream(QualysGatewayStream):
         self.logger.info("%s: %s assets match", self.name, f"{count:,}")
         return f"{count:,}"
 
-    def _resume_point(self, query: dict[str, t.Any]) -> int:
+    @override
+    def get_replication_key_signpost(self, context: Context | None = None) -> t.Any:
+        """The SDK caps the new bookmark at this, the run's start; a resumed run's is earlier.
+
+        A run resuming after a crash does not re-read the assets up to its resume point, so
+        a change made to them after the interrupted run read them would be skipped if the
+        bookmark moved past it. Capping at the *interrupted* run's start (kept in the resume
+        point, through any number of resumes) makes the next run re-read every change since
+        then. Set here because the SDK asks for the signpost before :meth:`get_records`.
+        """
+        signpost = super().get_replication_key_signpost(context)
+        saved = self.stream_state.get(self.resume_key) or {}
+        started = saved.get("started")
+        if started and self._resume_point(self.query(context), warn=False):
+            original = _as_datetime(started)
+            if signpost is None or original < _as_datetime(signpost):
+                signpost = original
+        self._run_started = _as_datetime(signpost).isoformat() if signpost else None
+        return signpost
+
+    def _resume_point(self, query: dict[str, t.Any], *, warn: bool = True) -> int:
         saved = self.stream_state.get(self.resume_key)
         if not saved:
             return 0
         if saved.get("query") != query:
+            if not warn:
+                return 0
             self.logger.warning(
                 "%s: ignoring the resume point after assetId %s: it belongs to another query "
                 "(%s); starting from the first page",
@@ -256,12 +295,23 @@ class CsamAssetsStream(QualysGatewayStream):
                 saved.get("query"),
             )
             return 0
-        return int(saved["lastSeenAssetId"])
+        try:
+            return int(saved["lastSeenAssetId"])
+        except (KeyError, TypeError, ValueError):
+            if warn:
+                self.logger.warning(
+                    "%s: ignoring an unreadable resume point %r; starting from the first page",
+                    self.name,
+                    saved,
+                )
+            return 0
 
     def _save_resume_point(self, query: dict[str, t.Any], last_seen_asset_id: int) -> None:
         self.stream_state[self.resume_key] = {
             "lastSeenAssetId": last_seen_asset_id,
             "query": query,
+            # The start of the run that began this paging (see get_replication_key_signpost).
+            "started": self._run_started,
         }
         # Written now, not at the SDK's next 10,000th record: a crash must find it.
         self.state_manager.is_flushed = False

@@ -14,12 +14,14 @@
   threads; records are emitted on the main thread in batch order.
 
 Incremental window: the children use the window of their policy list, i.e. the policies'
-bookmark from the previous run (or ``start_date``). A policy evaluated since then is listed;
-its hosts scanned since then are listed (``lastScanDate``); their full posture for the policy is
-fetched. Children keep no state of their own (``state_partitioning_keys = []``): the policies'
-bookmark only moves after the children of every policy were emitted, so a failed run is
-repeated. Syncing the children without selecting ``pcrs_policies`` fetches everything each run,
-because the window then never moves.
+bookmark from the previous run minus ``pcrs_overlap_hours`` (24 by default; §10: results that
+Qualys processes late carry a scan date before the previous window), or ``start_date`` on the
+first run. A policy evaluated since then is listed; its hosts scanned since then are listed
+(``lastScanDate``); their full posture for the policy is fetched. Children keep no state of
+their own (``state_partitioning_keys = []``): the policies' bookmark only moves after the
+children of every policy were emitted, so a failed run is repeated. Syncing the children
+without selecting ``pcrs_policies`` fetches everything each run, because the window then never
+moves.
 
 Keys: ``pcrs_policies.id``; ``pcrs_policy_host_ids`` (``policyId``, ``hostId``);
 ``pcrs_posture_info.id``, Qualys' posture id, which identifies one (policy, host, control,
@@ -40,6 +42,7 @@ import sys
 import time
 import typing as t
 from dataclasses import dataclass
+from datetime import timedelta
 
 from singer_sdk import SchemaDirectory, StreamSchema
 
@@ -67,6 +70,8 @@ DEFAULT_MAX_CONCURRENCY = 10
 #: Qualys' guidance for postureInfo: no more than 15 calls in parallel (§9).
 MAX_CONCURRENCY = 15
 DEFAULT_POSTURE_TIMEOUT = 3600
+#: How far before the bookmark the next window starts (``pcrs_overlap_hours``).
+DEFAULT_OVERLAP_HOURS = 24
 #: Posture fields that are ids: emitted as integers whether Qualys sends numbers or strings.
 POSTURE_ID_FIELDS = ("id", "policyId", "hostId", "controlId", "technologyId", "assetId")
 #: One row per (control, technology): the controls table, derived from the postures.
@@ -135,6 +140,13 @@ def read_host_ids(body: t.Any) -> list[dict[str, t.Any]]:
     entries = [body] if isinstance(body, dict) else body
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise _transient("host ids answer is not a list of objects")
+    for entry in entries:
+        ids = entry.get("hostIds") or []
+        if not isinstance(ids, list):
+            raise _transient(f"hostIds is a JSON {type(ids).__name__}, not an array")
+        for host_id in ids:
+            if isinstance(host_id, bool) or not str(host_id).strip().isdigit():
+                raise _transient(f"host id {str(host_id)[:40]!r} is not a number")
     return entries
 
 
@@ -166,6 +178,13 @@ class PcrsPoliciesStream(QualysGatewayStream):
     @override
     def get_records(self, context: Context | None) -> Iterable[Record]:
         start = self.get_starting_timestamp(context)
+        if start is not None and self.get_context_state(context).get("replication_key_value"):
+            # Overlap (§10): Qualys processes some hosts' results late, after a run whose
+            # window already passed their scan date; re-reading the last pcrs_overlap_hours
+            # catches them. Postures upsert on their id, so the overlap costs no duplicates.
+            start -= timedelta(
+                hours=int(self.config.get("pcrs_overlap_hours", DEFAULT_OVERLAP_HOURS))
+            )
         window = qualys_filter_datetime(start) if start is not None else EPOCH
         self.logger.info(
             "%s: GET %s%s lastEvaluationDate=%s", self.name, self.url_base, self.path, window
@@ -226,7 +245,7 @@ class PcrsPolicyHostIdsStream(QualysGatewayStream):
         """Start with no policy in progress."""
         super().__init__(*args, **kwargs)
         self._host_ids: list[int] = []
-        self._remaining = 0
+        self._last_host: int | None = None
 
     @property
     def postures(self) -> PcrsPostureInfoStream | None:
@@ -258,7 +277,7 @@ class PcrsPolicyHostIdsStream(QualysGatewayStream):
                     entry["error"],
                 )
                 continue
-            host_ids.update(dict.fromkeys(int(h) for h in ids))
+            host_ids.update(dict.fromkeys(int(str(h).strip()) for h in ids))
         self.logger.info(
             "%s: policy %s: %s hosts scanned since %s",
             self.name,
@@ -266,15 +285,24 @@ class PcrsPolicyHostIdsStream(QualysGatewayStream):
             f"{len(host_ids):,}",
             context["window"],
         )
-        self._host_ids = list(host_ids)
-        self._remaining = len(self._host_ids)
-        for host_id in self._host_ids:
+        records = [
+            {"policyId": policy_id, "hostId": host_id, "subscriptionId": context["subscriptionId"]}
+            for host_id in host_ids
+        ]
+        # The SDK syncs a record's children only when it passes the stream maps' __filter__;
+        # the postures of the policy travel with its last host that passes. A host filtered
+        # out is left out of postureInfo too (a filter on host ids means "not these hosts"),
+        # and the other hosts' postures are never lost with it.
+        passing = [r["hostId"] for r in records if self.passes_filter(r)]
+        self._host_ids = passing
+        self._last_host = passing[-1] if passing else None
+        for record in records:
             self.records_emitted += 1
-            yield {
-                "policyId": policy_id,
-                "hostId": host_id,
-                "subscriptionId": context["subscriptionId"],
-            }
+            yield record
+
+    def passes_filter(self, record: Record) -> bool:
+        """Whether the SDK will sync this record's children (``Stream._process_record``)."""
+        return bool(self.stream_maps[0].get_filter_result(record)) if self.stream_maps else True
 
     @override
     def generate_child_contexts(
@@ -283,9 +311,8 @@ class PcrsPolicyHostIdsStream(QualysGatewayStream):
         # One posture context per policy, after its last host record: postureInfo needs the
         # whole id list to batch it. The ids travel through queue_policy, not the context,
         # which the SDK copies into its metric log lines.
-        self._remaining -= 1
         postures = self.postures
-        if postures is not None and self._remaining == 0 and context:
+        if postures is not None and context and record["hostId"] == self._last_host:
             yield postures.queue_policy(context, self._host_ids)
 
 

@@ -122,6 +122,7 @@ class HostsStream(QualysVMStream):
     def qualys_params(self, context: Context | None) -> dict[str, t.Any]:
         config = self.config
         cloud = config.get("show_cloud_metadata", True)
+        trurisk = config.get("show_trurisk", True)
         return {
             "details": "All",
             "truncation_limit": config.get("truncation_limit", 1000),
@@ -129,6 +130,9 @@ class HostsStream(QualysVMStream):
             "show_tags": _flag(config.get("show_tags", True)),
             "show_cloud_tags": _flag(cloud),
             "host_metadata": "all" if cloud else None,
+            # Consultant subscriptions reject both with 1901: show_trurisk=false leaves them out.
+            "show_trurisk": 1 if trurisk else None,
+            "show_trurisk_factors": 1 if trurisk else None,
             "vm_processed_after": self.processed_after(),
             "id_min": config.get("id_min"),
             "id_max": config.get("id_max"),
@@ -143,6 +147,11 @@ class HostsStream(QualysVMStream):
             return _qualys_datetime(_parse_datetime(bookmark) - overlap)
         start_date = self.config.get("start_date")
         return _qualys_datetime(_parse_datetime(start_date)) if start_date else None
+
+    def passes_filter(self, record: Record) -> bool:
+        """Whether the SDK will sync this record's children: the primary stream map's
+        ``__filter__`` (the same check as ``Stream._process_record``)."""
+        return bool(self.stream_maps[0].get_filter_result(record)) if self.stream_maps else True
 
     @property
     def detections(self) -> HostDetectionsStream | None:
@@ -161,9 +170,16 @@ class HostsStream(QualysVMStream):
         self.first_response_datetime = None
         # Hold one host back: the last host must flush the final, partial detection batch,
         # and only the next record (or the end of the pages) tells that a host was the last.
+        # Only hosts that pass the stream maps' __filter__ are held back and batched: the SDK
+        # syncs a record's children only when the record passes, so the batch must travel
+        # with a host that does (see generate_child_contexts). A filtered host goes out at
+        # once; the SDK drops it without writing anything.
         previous: Record | None = None
         try:
             for record in super().get_records(context):
+                if not self.passes_filter(record):
+                    yield record
+                    continue
                 if previous is not None:
                     yield previous
                 previous = record
@@ -191,6 +207,13 @@ class HostsStream(QualysVMStream):
     ) -> Iterable[Context | None]:
         detections = self.detections
         if detections is None:
+            return
+        # A host that a stream map filters out (``__filter__``) is dropped with its detections:
+        # the SDK does not sync the children of a filtered record, and a filter on hosts means
+        # "not these hosts". Its id is left out of the batch and the pending batch is kept for
+        # the next host that passes, so no other host's detections are lost. get_records holds
+        # back the last *passing* host, which flushes the final batch.
+        if not self.passes_filter(record):
             return
         self._host_ids.append(record["id"])
         batch_size = int(self.config.get("host_batch_size", 1000))
@@ -253,6 +276,8 @@ class HostDetectionsStream(QualysVMStream):
             "show_igs": _flag(config.get("show_igs", True)),
             "show_qds": _flag(config.get("show_qds", True)),
             "show_qds_factors": _flag(config.get("show_qds_factors", True)),
+            "include_ignored": _flag(config.get("include_ignored", True)),
+            "include_disabled": _flag(config.get("include_disabled", True)),
             "show_tags": _flag(config.get("show_tags", True)),
             **tag_filters(config),
         }
