@@ -1,0 +1,336 @@
+"""Scenario 4: hostile and broken answers, served by the simulator's `/admin/inject`.
+
+Every case starts from a loaded target and its state (one baseline sync per module, copied per
+test), injects a crafted answer for the endpoint under test, and runs the affected stream again
+from that state. A broken answer must end the run with one clear error line naming the stream,
+without a secret, and leave the target database and the state exactly as they were. An unknown
+new element is not broken: that run must succeed. NUL characters are not broken either (real
+Qualys data has them, docs/qualys-api.md section 4): the tap replaces them, by design.
+
+The payloads are real simulator answers, edited, or small hand-written documents.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from qualys_simulator.testing import Simulator
+from tests.reliability.errors import assert_one_clear_line, has_traceback
+from tests.reliability.harness import (
+    SMALL_TAP,
+    SMALL_WORLD,
+    Pipeline,
+    RunResult,
+    run_files,
+    secret_hits,
+    simulator,
+)
+
+HOST_LIST = "/api/5.0/fo/asset/host/"
+DETECTIONS = "/api/5.0/fo/asset/host/vm/detection/"
+KNOWLEDGE_BASE = "/api/4.0/fo/knowledge_base/vuln/"
+XML = "text/xml; charset=UTF-8"
+
+
+@dataclass
+class Baseline:
+    sim: Simulator
+    database: Path
+    state: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Baseline]:
+    directory = tmp_path_factory.mktemp("hostile-baseline")
+    with simulator(**SMALL_WORLD) as sim:
+        pipeline = Pipeline(sim, directory)
+        result = pipeline.sync()
+        assert result.last_state, result.describe()
+        yield Baseline(sim, pipeline.database, result.last_state)
+    hits = secret_hits(run_files(directory))
+    assert not hits, "secrets found in the baseline run's output:\n" + "\n".join(hits)
+
+
+# --- payloads ----------------------------------------------------------------------------------
+
+
+def vm_document(sim: Simulator, path: str, **params: str) -> bytes:
+    """A real answer of the simulator, to edit."""
+    response = requests.post(sim.url + path, data={"action": "list", **params},
+                             auth=(sim.username, sim.password),
+                             headers={"X-Requested-With": "reliability tests"}, timeout=60)
+    response.raise_for_status()
+    return response.content
+
+
+def host_list(sim: Simulator) -> bytes:
+    # Every host in one answer, with the fields the tap asks for.
+    return vm_document(sim, HOST_LIST, details="All", truncation_limit="0", show_asset_id="1",
+                       show_tags="1", show_cloud_tags="1", host_metadata="all")
+
+
+def first_batch_detections(sim: Simulator) -> bytes:
+    """The answer to the tap's first detection batch: its first host_batch_size hosts."""
+    ids = sorted(record["ID"] for record in sim.ground_truth("hosts"))
+    batch = ",".join(str(i) for i in ids[: SMALL_TAP["host_batch_size"]])
+    return vm_document(sim, DETECTIONS, ids=batch, truncation_limit="0", show_asset_id="1",
+                       show_results="1", show_reopened_info="1", show_igs="1", show_qds="1",
+                       show_qds_factors="1", show_tags="1",
+                       status="New,Active,Re-Opened,Fixed")
+
+
+def edit_first(document: bytes, element: str, content: bytes) -> bytes:
+    """Replace the content of the first ``<element>``."""
+    pattern = re.compile(rb"<%s>.*?</%s>" % (element.encode(), element.encode()), re.DOTALL)
+    edited, count = pattern.subn(b"<%s>%s</%s>" % (element.encode(), content, element.encode()),
+                                 document, count=1)
+    assert count == 1, f"no <{element}> in the document"
+    return edited
+
+
+def remove_first(document: bytes, element: str) -> bytes:
+    pattern = re.compile(rb"<%s>.*?</%s>" % (element.encode(), element.encode()), re.DOTALL)
+    edited, count = pattern.subn(b"", document, count=1)
+    assert count == 1, f"no <{element}> in the document"
+    return edited
+
+
+def kb_document(doctype: str, title: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8" ?>\n' + doctype +
+        "<KNOWLEDGE_BASE_VULN_LIST_OUTPUT>\n  <RESPONSE>\n"
+        "    <DATETIME>2026-11-01T00:00:00Z</DATETIME>\n    <VULN_LIST>\n      <VULN>"
+        "<QID>990001</QID><VULN_TYPE>Vulnerability</VULN_TYPE><SEVERITY_LEVEL>3</SEVERITY_LEVEL>"
+        f"<TITLE>{title}</TITLE><PUBLISHED_DATETIME>2026-01-01T00:00:00Z</PUBLISHED_DATETIME>"
+        "<LAST_SERVICE_MODIFICATION_DATETIME>2026-10-30T00:00:00Z"
+        "</LAST_SERVICE_MODIFICATION_DATETIME><PATCHABLE>0</PATCHABLE>"
+        "<DISCOVERY><REMOTE>1</REMOTE></DISCOVERY></VULN>\n"
+        "    </VULN_LIST>\n  </RESPONSE>\n</KNOWLEDGE_BASE_VULN_LIST_OUTPUT>\n"
+    ).encode()
+
+
+BILLION_LAUGHS = (
+    '<?xml version="1.0"?>\n<!DOCTYPE HOST_LIST_OUTPUT [\n <!ENTITY lol "lol">\n'
+    + "".join(f' <!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">\n'
+              for i in range(1, 10))
+    + "]>\n<HOST_LIST_OUTPUT><RESPONSE><DATETIME>2026-11-01T00:00:00Z</DATETIME><HOST_LIST>"
+    "<HOST><ID>1</ID><DNS>&lol9;</DNS></HOST></HOST_LIST></RESPONSE></HOST_LIST_OUTPUT>\n"
+).encode()
+
+PROXY_LOGIN_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Sign in - Corporate Web Gateway</title></head>"
+    b"<body><h1>Authentication required</h1><form method='post' action='/login'>"
+    b"<input name='user'><input type='password' name='pass'></form></body></html>\n"
+)
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+@dataclass
+class HostileRun:
+    pipeline: Pipeline
+    result: RunResult
+    state_in: dict[str, Any]
+    database_before: dict[str, Any]
+    stats: dict[str, Any]
+
+
+def run_with_injected(baseline: Baseline, tmp_path: Path, *, endpoint: str, body: bytes = b"",
+                      streams: tuple[str, ...], content_type: str = XML, status: int = 200,
+                      forget: tuple[str, ...] = (), repeat: bytes = b"", repeat_count: int = 0,
+                      tail: bytes = b"") -> HostileRun:
+    """Run ``streams`` from the baseline's database and state with ``endpoint`` answering
+    the crafted payload (every time: a retry gets it again). ``forget`` drops bookmarks, e.g.
+    the hosts window, so that every host gets its detections fetched again."""
+    shutil.copy(baseline.database, tmp_path / "target.db")
+    pipeline = Pipeline(baseline.sim, tmp_path, max_retries=2)
+    state = copy.deepcopy(baseline.state)
+    for stream in forget:
+        state["bookmarks"].pop(stream, None)
+    before = pipeline.snapshot()
+    sim = baseline.sim
+    sim.reset_stats()
+    sim.admin_post("/admin/inject", {
+        "endpoint": endpoint, "status": status, "content_type": content_type,
+        "body_b64": base64.b64encode(body).decode(), "times": 50,
+        "repeat_b64": base64.b64encode(repeat).decode(), "repeat_count": repeat_count,
+        "tail_b64": base64.b64encode(tail).decode(),
+    })
+    try:
+        result = pipeline.run(state=state, streams=streams, timeout=240)
+    finally:
+        sim.admin_post("/admin/inject", {"clear": True})
+    return HostileRun(pipeline, result, state, before, sim.stats())
+
+
+def _bookmarks(state: dict[str, Any] | None) -> dict[str, Any]:
+    return {stream: value for stream, value in (state or {}).get("bookmarks", {}).items()
+            if value}
+
+
+def assert_refused(run: HostileRun, *, stream: str, says: tuple[str, ...] = ()) -> str:
+    """One clear line naming the stream; the database and the state exactly as they were."""
+    line = assert_one_clear_line(run.result, names=(stream,), says=says)
+    assert run.stats["faults"].get("inject"), "the crafted answer was never requested"
+    assert run.pipeline.snapshot() == run.database_before, (
+        f"the failed run changed the target database\n{run.result.describe()}")
+    if run.result.last_state is not None:
+        assert _bookmarks(run.result.last_state) == _bookmarks(run.state_in), (
+            f"the failed run moved the state:\nbefore {json.dumps(run.state_in)}\n"
+            f"after  {json.dumps(run.result.last_state)}")
+    return line
+
+
+# --- the cases ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("doctype", [
+    '<!DOCTYPE KNOWLEDGE_BASE_VULN_LIST_OUTPUT [\n <!ENTITY file SYSTEM "file:///etc/passwd">\n'
+    ' <!ENTITY probe SYSTEM "{url}/msp/about.php">\n]>\n',
+    '<!DOCTYPE KNOWLEDGE_BASE_VULN_LIST_OUTPUT [\n <!ENTITY % remote SYSTEM '
+    '"{url}/qps/rest/portal/version">\n %remote;\n]>\n',
+], ids=["external-entities", "parameter-entity"])
+def test_xxe_is_refused_and_nothing_is_fetched(baseline: Baseline, tmp_path: Path,
+                                               doctype: str) -> None:
+    document = kb_document(doctype.replace("{url}", baseline.sim.url),
+                           "&file;&probe;" if "file" in doctype else "x")
+    run = run_with_injected(baseline, tmp_path, endpoint="knowledge_base", body=document,
+                            streams=("knowledge_base",))
+    assert_refused(run, stream="knowledge_base", says=("entit", "DTD", "DOCTYPE"))
+    assert not {"about", "portal_version"} & set(run.stats["requests"]), (
+        f"the tap fetched an external entity: {run.stats['requests']}")
+    for path in run_files(tmp_path):
+        assert b"root:x:0:0" not in path.read_bytes(), f"/etc/passwd leaked into {path}"
+
+
+def test_an_external_dtd_line_is_never_fetched(baseline: Baseline, tmp_path: Path) -> None:
+    """Qualys' own `<!DOCTYPE ... SYSTEM "https://...dtd">` lines are fine, and never fetched."""
+    document = kb_document(f'<!DOCTYPE KNOWLEDGE_BASE_VULN_LIST_OUTPUT SYSTEM '
+                           f'"{baseline.sim.url}/msp/about.php">\n', "External DTD line")
+    run = run_with_injected(baseline, tmp_path, endpoint="knowledge_base", body=document,
+                            streams=("knowledge_base",))
+    assert run.result.tap_rc == 0, run.result.describe()
+    assert "about" not in run.stats["requests"], run.stats["requests"]
+    titles = [r["title"] for r in run.result.records("knowledge_base")]
+    assert titles == ["External DTD line"], titles
+
+
+def test_billion_laughs_is_refused_quickly(baseline: Baseline, tmp_path: Path) -> None:
+    run = run_with_injected(baseline, tmp_path, endpoint="host_list", body=BILLION_LAUGHS,
+                            streams=("hosts",))
+    assert_refused(run, stream="hosts", says=("entit", "DTD", "DOCTYPE"))
+    assert run.result.peak_rss["tap"] < 400 * 2**20, run.result.peak_rss
+
+
+def test_invalid_utf8(baseline: Baseline, tmp_path: Path) -> None:
+    document = edit_first(host_list(baseline.sim), "NETBIOS", b"WIN\xff\xfeBAD")
+    run = run_with_injected(baseline, tmp_path, endpoint="host_list", body=document,
+                            streams=("hosts",))
+    assert_refused(run, stream="hosts", says=("UTF-8", "utf8", "encoding", "byte"))
+
+
+def test_nul_in_results_is_replaced_not_loaded(baseline: Baseline, tmp_path: Path) -> None:
+    document = edit_first(first_batch_detections(baseline.sim), "RESULTS",
+                          b"<![CDATA[before\x00after]]>")
+    run = run_with_injected(baseline, tmp_path, endpoint="host_detection", body=document,
+                            streams=("host_detections",), forget=("hosts",))
+    assert run.result.tap_rc == 0, run.result.describe()
+    results = [r.get("results") or "" for r in run.result.records("host_detections")]
+    assert "before\ufffdafter" in results, "the NUL was not replaced by U+FFFD"
+    assert not any("\x00" in text for text in results)
+    database = (tmp_path / "target.db").read_bytes()
+    assert b"before\x00after" not in database
+    assert "before\ufffdafter".encode() in database
+
+
+def test_a_50_mb_text_node(baseline: Baseline, tmp_path: Path) -> None:
+    document = first_batch_detections(baseline.sim)
+    head, _, rest = document.partition(b"<RESULTS>")
+    _, _, tail = rest.partition(b"</RESULTS>")
+    run = run_with_injected(baseline, tmp_path, endpoint="host_detection",
+                            body=head + b"<RESULTS>", repeat=b"A" * 1024, repeat_count=50 * 1024,
+                            tail=b"</RESULTS>" + tail, streams=("host_detections",),
+                            forget=("hosts",))
+    assert_refused(run, stream="host_detections")
+    assert run.result.peak_rss["tap"] < 400 * 2**20, run.result.peak_rss
+
+
+def test_non_numeric_text_where_a_number_belongs(baseline: Baseline, tmp_path: Path) -> None:
+    document = edit_first(first_batch_detections(baseline.sim), "TIMES_FOUND", b"many")
+    run = run_with_injected(baseline, tmp_path, endpoint="host_detection", body=document,
+                            streams=("host_detections",), forget=("hosts",))
+    line = assert_refused(run, stream="host_detections", says=("times_found",))
+    assert "many" in line, line
+
+
+def test_an_unknown_new_element_is_tolerated(baseline: Baseline, tmp_path: Path) -> None:
+    document = host_list(baseline.sim).replace(
+        b"</TRACKING_METHOD>",
+        b"</TRACKING_METHOD><NEW_FIELD_2027>surprise</NEW_FIELD_2027>"
+        b"<FUTURE_LIST><FUTURE><NAME>x</NAME></FUTURE></FUTURE_LIST>")
+    document = document.replace(b"<HOST>", b'<HOST new_attribute="1">')
+    run = run_with_injected(baseline, tmp_path, endpoint="host_list", body=document,
+                            streams=("hosts",))
+    assert run.result.tap_rc == 0, run.result.describe()
+    assert len(run.result.records("hosts")) == len(baseline.sim.ground_truth("hosts"))
+    run.pipeline.assert_ground_truth(("hosts",), context=run.result.describe())
+
+
+@pytest.mark.parametrize(("endpoint", "stream", "element"), [
+    ("host_list", "hosts", "ID"),
+    ("host_detection", "host_detections", "UNIQUE_VULN_ID"),
+])
+def test_a_missing_required_element(baseline: Baseline, tmp_path: Path, endpoint: str,
+                                    stream: str, element: str) -> None:
+    if endpoint == "host_list":
+        document = remove_first(host_list(baseline.sim), element)
+    else:
+        document = remove_first(first_batch_detections(baseline.sim), element)
+    run = run_with_injected(baseline, tmp_path, endpoint=endpoint, body=document,
+                            streams=(stream,), forget=("hosts",))
+    assert_refused(run, stream=stream, says=(element,))
+
+
+def test_an_empty_200_body(baseline: Baseline, tmp_path: Path) -> None:
+    run = run_with_injected(baseline, tmp_path, endpoint="knowledge_base", body=b"",
+                            streams=("knowledge_base",))
+    assert_refused(run, stream="knowledge_base", says=("empty", "no body", "0 bytes", "ended"))
+
+
+def test_html_from_a_proxy_instead_of_xml(baseline: Baseline, tmp_path: Path) -> None:
+    run = run_with_injected(baseline, tmp_path, endpoint="host_list", body=PROXY_LOGIN_PAGE,
+                            content_type="text/html; charset=UTF-8", streams=("hosts",))
+    assert_refused(run, stream="hosts", says=("HTML", "proxy", "not XML"))
+
+
+def test_invalid_json_from_the_gateway(baseline: Baseline, tmp_path: Path) -> None:
+    body = b'{"responseCode":"SUCCESS","hasMore":0,"assetListData":{"asset":[{"assetId":1,'
+    run = run_with_injected(baseline, tmp_path, endpoint="csam_search", body=body,
+                            content_type="application/json", streams=("csam_assets",))
+    assert_refused(run, stream="csam_assets", says=("JSON",))
+
+
+def test_a_jwt_endpoint_answering_200_without_a_token(baseline: Baseline,
+                                                       tmp_path: Path) -> None:
+    run = run_with_injected(baseline, tmp_path, endpoint="auth", body=b"",
+                            content_type="text/plain", streams=("csam_assets",))
+    assert_refused(run, stream="csam_assets", says=("token", "JWT"))
+
+
+def test_broken_input_prints_no_traceback(baseline: Baseline, tmp_path: Path) -> None:
+    run = run_with_injected(baseline, tmp_path, endpoint="host_list", body=PROXY_LOGIN_PAGE,
+                            content_type="text/html", streams=("hosts",))
+    assert run.result.tap_rc not in (0, None)
+    assert not has_traceback(run.result), run.result.describe()

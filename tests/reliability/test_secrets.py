@@ -1,0 +1,79 @@
+"""Scenario 6: no password, Basic credential or gateway token in anything the pipeline writes.
+
+Every reliability test already has its outputs scanned (``conftest.py``). This module adds the
+runs most likely to leak: DEBUG logging everywhere, gateway tokens that expire and are renewed
+many times during the run, a token the gateway rejects, and a wrong password. It also checks
+that the scan itself would see a leak, so that zero hits mean something.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import requests
+
+from tests.reliability.harness import (
+    BASIC_CREDENTIAL,
+    JWT_PATTERN,
+    PASSWORD,
+    SMALL_WORLD,
+    Pipeline,
+    run_files,
+    secret_hits,
+    simulator,
+)
+
+DEBUG = {"LOGLEVEL": "DEBUG", "TAP_QUALYS_LOGLEVEL": "DEBUG", "TARGET_SQLITE_LOGLEVEL": "DEBUG"}
+
+
+def test_the_scan_sees_each_kind_of_secret(tmp_path: Path) -> None:
+    with simulator(hosts=2, seed=1) as sim:
+        token = requests.post(sim.url + "/auth", data={"username": sim.username,
+                                                       "password": sim.password,
+                                                       "token": "true"}, timeout=30).text
+    assert JWT_PATTERN.search(token.encode()), f"the JWT pattern misses this token: {token}"
+    leak = tmp_path / "leak.log"
+    for secret in (PASSWORD, BASIC_CREDENTIAL, token):
+        leak.write_text(f"INFO something {secret} else\n")
+        assert secret_hits([leak]), f"the scan misses {secret[:12]}..."
+    leak.unlink()
+
+
+def test_debug_logging_with_token_renewals_leaks_nothing(tmp_path: Path) -> None:
+    with simulator(**SMALL_WORLD) as sim:
+        # Tokens live 2 s: the tap renews them several times during the run.
+        sim.configure(token_lifetime_sec=2)
+        pipeline = Pipeline(sim, tmp_path, token_refresh_margin=1)
+        result = pipeline.sync(env=DEBUG)
+        pipeline.assert_ground_truth(context=result.describe())
+        stats = sim.stats()
+        assert stats["responses"]["auth"].get("201", 0) >= 2, (
+            f"the token was never renewed: {stats['responses']['auth']}")
+        assert "DEBUG" in result.tap_stderr, "DEBUG logging was not on"
+    files = list(run_files(tmp_path))
+    scanned = sum(path.stat().st_size for path in files)
+    assert scanned > 1_000_000, f"only {scanned} bytes were written: the scan proves little"
+    assert not secret_hits(files)
+
+
+def test_rejected_credentials_and_tokens_leak_nothing(tmp_path: Path) -> None:
+    wrong = "Wr0ng-Pa55word-PLUGH"
+    with simulator(**SMALL_WORLD) as sim:
+        pipeline = Pipeline(sim, tmp_path, max_retries=1)
+        for streams in (("hosts",), ("csam_assets",)):
+            result = pipeline.run(config=pipeline.config(password=wrong), streams=streams,
+                                  env=DEBUG)
+            assert result.tap_rc not in (0, None), result.describe()
+        # The gateway refuses every token, the freshly renewed one too.
+        refusal = b'{"status":401,"error":"Unauthorized","message":"Invalid JWT token"}'
+        sim.admin_post("/admin/inject", {
+            "endpoint": "csam_search", "status": 401, "content_type": "application/json",
+            "body_b64": base64.b64encode(refusal).decode(), "times": 50})
+        result = pipeline.run(streams=("csam_assets",), env=DEBUG)
+        assert result.tap_rc not in (0, None), result.describe()
+        assert sim.stats()["responses"]["auth"].get("201", 0) >= 2, "the token was not renewed"
+    outputs = b"".join(path.read_bytes() for path in run_files(tmp_path))
+    assert wrong.encode() not in outputs
+    assert base64.b64encode(f"{sim.username}:{wrong}".encode()) not in outputs
+    assert not secret_hits(run_files(tmp_path))
