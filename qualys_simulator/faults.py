@@ -17,6 +17,10 @@ from typing import Any
 
 # The faults the simulator knows. The VM API applies all of them; other API modules roll the
 # ones that make sense for them (the gateway has no XML to cut short, for instance).
+#: Calls arriving this soon after a rate-limit refusal were sent before its receiver could have
+#: read it (parallel calls in flight): they neither honour nor violate its wait.
+IN_FLIGHT_GRACE_SEC = 0.1
+
 FAULT_NAMES = (
     "http_503",  # 503 maintenance page before anything else happens
     "conflict_1960",  # 409 concurrency although the limit is not reached (another tool's call)
@@ -151,6 +155,7 @@ class Limits:
         self._windows: dict[str, _Window] = defaultdict(_Window)
         # api -> monotonic time before which a call violates a 1965 ToWait we gave.
         self._blocked_until: dict[str, float] = {}
+        self._blocked_at: dict[str, float] = {}
 
     def configure(self, config: dict[str, Any]) -> None:
         with self._lock:
@@ -202,6 +207,8 @@ class Limits:
                 towait = now >= self._blocked_until[api]
                 if towait:
                     del self._blocked_until[api]
+                elif now - self._blocked_at.get(api, 0.0) < IN_FLIGHT_GRACE_SEC:
+                    towait = None
             if running >= limit:
                 # Concurrency wins over rate when both apply (doc §2).
                 return LimitDecision(False, 1960, limit, running + 1, self.rate_limit,
@@ -209,6 +216,8 @@ class Limits:
                                      0, calls_to_finish=running - limit + 1, towait=towait)
             if len(calls) >= self.rate_limit:
                 to_wait = max(int(calls[0] + self.rate_window_sec - now + 0.999), 1)
+                if now >= self._blocked_until.get(api, 0.0):  # a new 1965, not a repeat
+                    self._blocked_at[api] = now
                 self._blocked_until[api] = now + to_wait
                 return LimitDecision(False, 1965, limit, running, self.rate_limit,
                                      self.rate_window_sec, 0, to_wait, towait=towait)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from qualys_simulator.faults import FaultInjector, Stats, drop_after
+from qualys_simulator.faults import IN_FLIGHT_GRACE_SEC, FaultInjector, Stats, drop_after
 from qualys_simulator.gateway_data import (
     ASSET_FIELDS,
     SUBSCRIPTION_ID,
@@ -208,6 +208,7 @@ class _RateWindow:
         self._lock = threading.Lock()
         self._calls: deque[float] = deque()
         self._blocked_until = 0.0
+        self._blocked_at = 0.0
 
     def admit(self, limit: int, window: float) -> tuple[int, bool | None]:
         """(seconds to wait or 0 when admitted, whether a previous Retry-After was honoured)."""
@@ -218,12 +219,16 @@ class _RateWindow:
                 honoured = now >= self._blocked_until
                 if honoured:
                     self._blocked_until = 0.0
+                elif now - self._blocked_at < IN_FLIGHT_GRACE_SEC:
+                    honoured = None
             if limit <= 0:
                 return 0, honoured
             while self._calls and self._calls[0] <= now - window:
                 self._calls.popleft()
             if len(self._calls) >= limit:
                 wait = max(int(self._calls[0] + window - now + 0.999), 1)
+                if now >= self._blocked_until:  # a new 429, not one more during the last
+                    self._blocked_at = now
                 self._blocked_until = now + wait
                 return wait, honoured
             self._calls.append(now)

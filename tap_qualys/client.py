@@ -36,6 +36,7 @@ from tap_qualys.auth import (
     gateway_authenticator,
     vm_api_authenticator,
 )
+from tap_qualys.concurrency import shared_pause_gate
 from tap_qualys.platforms import resolve_urls
 from tap_qualys.retries import (
     DEFAULT_MAX_RATE_LIMIT_WAIT,
@@ -686,7 +687,10 @@ class QualysGatewayStream(RESTStream[t.Any]):
             headers=self.http_headers,
         ).prepare()
 
+        gate = shared_pause_gate(self._tap)
+
         def attempt() -> T:
+            gate.wait()
             response = self._send_authenticated(request, label, timeout or self.timeout)
             if not 200 <= response.status_code < 300:
                 raise FailedAttempt(
@@ -701,7 +705,9 @@ class QualysGatewayStream(RESTStream[t.Any]):
                 raise FailedAttempt(Verdict(Kind.BACKOFF, reason)) from None
             return parse(decoded)
 
-        return self.retry_policy.run(attempt, label=label, stats=self.stats)
+        return self.retry_policy.run(
+            attempt, label=label, stats=self.stats, on_rate_limit=gate.pause
+        )
 
     def _send_authenticated(
         self,

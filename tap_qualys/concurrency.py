@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 import typing as t
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 
 if t.TYPE_CHECKING:
@@ -29,6 +30,46 @@ logger = logging.getLogger(__name__)
 
 #: How long a finished call still counts against the limit on Qualys' side.
 SLOT_SETTLE_SECONDS = 0.05
+
+
+class PauseGate:
+    """A pause every caller of one API honours: a gateway 429 holds for all of them.
+
+    The worker that got the 429 sleeps its ``Retry-After`` in the retry policy; without the gate,
+    the other workers would keep calling during that time and each call would be another 429.
+    """
+
+    def __init__(self) -> None:
+        """No pause until a rate limit is reported."""
+        self._lock = threading.Lock()
+        self._resume_at = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """Start no call for ``seconds`` from now."""
+        with self._lock:
+            self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+
+    def wait(self) -> None:
+        """Return once no pause is in force."""
+        while True:
+            with self._lock:
+                delay = self._resume_at - time.monotonic()
+            if delay <= 0:
+                return
+            time.sleep(delay)
+
+
+_pause_gates: weakref.WeakKeyDictionary[object, PauseGate] = weakref.WeakKeyDictionary()
+_pause_gates_lock = threading.Lock()
+
+
+def shared_pause_gate(owner: object) -> PauseGate:
+    """The one pause gate of ``owner`` (the tap): every stream on that API shares it."""
+    with _pause_gates_lock:
+        gate = _pause_gates.get(owner)
+        if gate is None:
+            gate = _pause_gates[owner] = PauseGate()
+        return gate
 
 
 class ConcurrencyLimit:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.reliability.harness import SMALL_WORLD, Pipeline, simulator
 
 VM_ENDPOINTS = ("knowledge_base", "host_list", "host_detection")
@@ -30,9 +28,6 @@ STORM_ENDPOINTS = ["knowledge_base", "host_list", "host_detection", "csam_search
                    "pcrs_policy_list", "pcrs_hostids", "pcrs_posture_info"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tap bug, see test_gateway_429_pauses_every_parallel_call: parallel PCRS posture calls "
-    "ignore another call's 429 Retry-After"))
 def test_full_sync_through_a_fault_storm_loads_exactly_the_ground_truth(tmp_path: Path) -> None:
     # Small pages and batches: enough calls per endpoint for every fault to hit each API.
     world = {**SMALL_WORLD, "hosts": 40, "kb_page_size": 10}
@@ -90,9 +85,6 @@ def test_http_200_error_documents_are_retried(tmp_path: Path) -> None:
                                      context=result.describe())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tap bug: a 429 pauses only the call that got it; the other PCRS posture workers keep "
-    "calling during its Retry-After (client.QualysGatewayStream.gateway_call)"))
 def test_gateway_429_pauses_every_parallel_call(tmp_path: Path) -> None:
     """The gateway's rate window is shared: after a 429 no parallel call may come before its
     Retry-After (PCRS postures run up to pcrs_max_concurrency calls at once)."""
