@@ -78,6 +78,9 @@ def build_parser(gateway: ModuleType | None) -> argparse.ArgumentParser:
     vm.add_argument("--no-doctype", action="store_true", help="omit the DOCTYPE lines")
     vm.add_argument("--consultant", action="store_true",
                     help="reject TruRisk/QDS parameters with 1901, like consultant subscriptions")
+    vm.add_argument("--warning-url-extra-params", action="store_true",
+                    help="truncation URLs add a parameter the caller never sent (details=None; "
+                         "show_results=0 on detections), like Qualys may (doc §4)")
     faults = parser.add_argument_group("faults")
     faults.add_argument("--fault", type=_fault, action="append", default=[],
                         metavar="NAME=PROBABILITY",
@@ -110,6 +113,7 @@ def build(args: argparse.Namespace, gateway: ModuleType | None) -> Simulator:
     vm_config = VMConfig(username=args.username, password=args.password,
                          doctype=not args.no_doctype, consultant=args.consultant,
                          kb_page_size=args.kb_page_size,
+                         warning_url_extra_params=args.warning_url_extra_params,
                          scheme="https" if args.tls_cert else "http")
     api: GatewayLike | None = None
     if gateway is not None:

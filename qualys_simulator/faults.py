@@ -31,6 +31,7 @@ FAULT_NAMES = (
     "malformed_xml",  # HTTP 200, structurally broken XML in the middle of the body
     "invalid_chars",  # HTTP 200, well-formed tags but a NUL, control chars and bad UTF-8 in text
     "slow_first_byte",  # sleep `slow_first_byte_sec` before the status line
+    "csam_no_cursor",  # CSAM search: SUCCESS page with hasMore=1 but no lastSeenAssetId (§8)
 )
 
 
@@ -277,14 +278,14 @@ class LimitDecision:
 
     def headers(self) -> dict[str, str]:
         headers = {
+            "X-RateLimit-Limit": str(self.rate_limit),
+            "X-RateLimit-Window-Sec": str(self.window_sec),
             "X-Concurrency-Limit-Limit": str(self.concurrency_limit),
             "X-Concurrency-Limit-Running": str(self.running),
         }
-        # A concurrency 409 carries no rate headers at all (doc §2).
+        # A concurrency 409 carries no ToWait or Remaining header (doc §2); Limit and Window stay.
         if self.code != 1960:
             headers.update({
-                "X-RateLimit-Limit": str(self.rate_limit),
-                "X-RateLimit-Window-Sec": str(self.window_sec),
                 "X-RateLimit-Remaining": str(self.remaining),
                 "X-RateLimit-ToWait-Sec": str(self.to_wait),
             })

@@ -73,6 +73,7 @@ class GatewayConfig:
     rate_limit: int = 0  # gateway calls per window before 429; 0 = unlimited
     rate_window_sec: float = 60.0
     pcrs_gzip_header: bool = False  # §11 unsure: send Content-Encoding with compressed bodies?
+    csam_has_more_as_string: bool = False  # §8: hasMore "may arrive as the string \"1\""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GatewayConfig:
@@ -87,6 +88,7 @@ class GatewayConfig:
             rate_limit=int(args.gateway_rate_limit),
             rate_window_sec=float(args.gateway_rate_window),
             pcrs_gzip_header=bool(args.pcrs_gzip_header),
+            csam_has_more_as_string=bool(args.csam_has_more_as_string),
         )
 
 
@@ -109,6 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="length of the gateway rate window in seconds")
     group.add_argument("--pcrs-gzip-header", action="store_true",
                        help="send Content-Encoding: gzip with compressionRequired=1 bodies")
+    group.add_argument("--csam-has-more-as-string", action="store_true",
+                       help='send CSAM hasMore as the string "1"/"0" instead of a number (§8)')
 
 
 # Runtime-configurable keys (POST /admin/config) -> GatewayConfig attribute.
@@ -118,6 +122,7 @@ CONFIG_KEYS = {
     "gateway_rate_window_sec": "rate_window_sec",
     "csam_page_max": "csam_page_max",
     "pcrs_gzip_header": "pcrs_gzip_header",
+    "csam_has_more_as_string": "csam_has_more_as_string",
 }
 
 
@@ -375,7 +380,8 @@ class GatewayAPI:
         self.stats.response(endpoint, response.status)
         return response
 
-    def _apply_body_faults(self, endpoint: str, response: Response) -> Response:
+    # One return per fault: each replaces the whole answer.
+    def _apply_body_faults(self, endpoint: str, response: Response) -> Response:  # noqa: PLR0911
         if response.status not in {200, 201}:
             return response
         if self.faults.roll("error_200", endpoint):
@@ -389,6 +395,13 @@ class GatewayAPI:
                                    "count": 0, "responseCode": "FAILED"})
             return _json(200, [{"response": {"datetime": iso_s(self.world.clock.now()),
                                              "code": 999, "text": "Internal error"}}])
+        if endpoint == CSAM_SEARCH_NAME and self.faults.roll("csam_no_cursor", endpoint):
+            # §8: a SUCCESS page with hasMore=1 but no lastSeenAssetId is a transient error.
+            self.stats.fault("csam_no_cursor")
+            doc = json.loads(_joined(response.body))
+            doc.pop("lastSeenAssetId", None)
+            doc["hasMore"] = self._has_more(1)
+            return _json(200, doc, response.headers)
         broken = next((name for name in ("truncated_200", "malformed_xml")
                        if self.faults.roll(name, endpoint)), None)
         if broken:
@@ -484,10 +497,13 @@ class GatewayAPI:
             "count": len(page),
             "responseCode": "SUCCESS",
             "lastSeenAssetId": page[-1]["assetId"] if page else last_seen,
-            "hasMore": has_more,
+            "hasMore": self._has_more(has_more),
             "assetListData": {"asset": page},
         }
         return _json(200, doc)
+
+    def _has_more(self, value: int) -> int | str:
+        return str(value) if self.config.csam_has_more_as_string else value
 
     def _csam_count(self, request: Request) -> Response:
         if request.method != "POST":

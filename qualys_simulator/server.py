@@ -28,7 +28,7 @@ LIMIT_KEYS = {"concurrency_limit", "rate_limit", "rate_window_sec", "held_slots"
               "reset_rate_windows"}
 FAULT_KEYS = {"faults", "fault_budget", "fault_endpoints", "slow_first_byte_sec",
               "record_delay_sec"}
-VM_KEYS = {"doctype", "consultant", "kb_page_size"}
+VM_KEYS = {"doctype", "consultant", "kb_page_size", "warning_url_extra_params"}
 GATEWAY_PREFIXES = ("/auth", "/rest/", "/pcrs/")
 
 
@@ -95,6 +95,7 @@ class Simulator:
             **self.limits.snapshot(), **self.faults.snapshot(),
             "doctype": self.vm_config.doctype, "consultant": self.vm_config.consultant,
             "kb_page_size": self.vm_config.kb_page_size,
+            "warning_url_extra_params": self.vm_config.warning_url_extra_params,
             **(getattr(self.gateway, "snapshot", dict)()),
         }
 

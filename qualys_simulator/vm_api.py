@@ -46,6 +46,9 @@ class VMConfig:
     consultant: bool = False  # consultant subscriptions reject TruRisk/QDS parameters (doc §10)
     kb_page_size: int = 0  # >0: the KB pages with WARNING like HL/HLD; 0 = one document
     scheme: str = "http"
+    # Doc §4: the WARNING URL can carry parameters the caller never sent (e.g. details=None).
+    # On, the truncation URL adds WARNING_URL_EXTRAS[endpoint] for those the caller left out.
+    warning_url_extra_params: bool = False
 
 
 # ---- parameter checking ----------------------------------------------------------------------
@@ -439,6 +442,17 @@ _ROUTES = [
     (re.compile(r"^/qps/rest/portal/version/?$"), "portal_version"),
     (re.compile(r"^/msp/about\.php$"), "about"),
 ]
+# The VM API proper, where X-Requested-With is mandatory (doc §1).
+FO_PATH = re.compile(r"^/api/[^/]+/fo/")
+
+
+# Parameters a truncation URL may add on its own (doc §4). Each is valid for its endpoint, so a
+# client that follows the URL verbatim gets a 200, only with less data than it asked for.
+WARNING_URL_EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
+    "knowledge_base": (("details", "None"),),
+    "host_list": (("details", "None"),),
+    "host_detection": (("show_results", "0"),),
+}
 
 
 class VMAPI:
@@ -502,6 +516,12 @@ class VMAPI:
                                     doctype=self.config.doctype)
         return Response(status, body, headers=headers or self.limits.headers(endpoint))
 
+    def _missing_xrw(self, endpoint: str) -> Response:
+        # Qualys refuses API calls without this header; its error code is not documented,
+        # 1903 (missing required parameter) is the nearest documented one.
+        return self._error(endpoint, 400, "Missing required parameter(s): X-Requested-With "
+                           "header", 1903)
+
     def _user(self, req: Request) -> str | None:
         auth = req.headers.get("Authorization", "")
         if auth.startswith("Basic "):
@@ -523,18 +543,22 @@ class VMAPI:
         if self.faults.roll("http_503", endpoint):
             self.stats.fault("http_503")
             self.stats.response(endpoint, 503)
+            # Every VM API answer carries the limit headers (doc §2, §11), maintenance included.
             return Response(503, b"<html><body><h1>503 Service Unavailable</h1>Qualys is "
-                            b"undergoing maintenance.</body></html>", "text/html")
+                            b"undergoing maintenance.</body></html>", "text/html",
+                            headers=self.limits.headers(endpoint))
+        # X-Requested-With is mandatory on /api/<ver>/fo/... only (doc §1); the version
+        # checks need only Basic auth (doc §11).
+        needs_xrw = FO_PATH.match(req.path) is not None
         if endpoint == "session":
+            if needs_xrw and "X-Requested-With" not in req.headers:
+                return self._missing_xrw(endpoint)
             return self._session(req)
         user = self._user(req)
         if user is None:
             return self._error(endpoint, 401, "Bad Login/Password")
-        if "X-Requested-With" not in req.headers:
-            # Qualys refuses API calls without this header; its error code is not documented,
-            # 1903 (missing required parameter) is the nearest documented one.
-            return self._error(endpoint, 400, "Missing required parameter(s): X-Requested-With "
-                               "header", 1903)
+        if needs_xrw and "X-Requested-With" not in req.headers:
+            return self._missing_xrw(endpoint)
         if endpoint == "portal_version":
             return self._version(endpoint)
         if endpoint == "about":
@@ -625,6 +649,10 @@ class VMAPI:
         if "truncation_limit" not in req.form:
             params.append(("truncation_limit", str(limit)))
         params += [(k, v) for k, v in req.form.items() if k not in ("action", "id_min")]
+        if self.config.warning_url_extra_params:
+            endpoint = self.endpoint_of(req.path) or ""
+            params += [(k, v) for k, v in WARNING_URL_EXTRAS.get(endpoint, ())
+                       if k not in req.form]
         params.append(("id_min", str(next_id)))  # always last (doc §11)
         query = "&".join(f"{k}={quote(v, safe=',-:')}" for k, v in params)
         return f"{self.config.scheme}://{host}{req.path}?{query}"
@@ -772,7 +800,7 @@ class VMAPI:
             cookies = (f"QualysSession={token}; path=/api; HttpOnly\n"
                        f"DWRSESSIONID={secrets.token_hex(12)}; path=/")
             return Response(200, vm_xml.simple_return(now, "Logged in"),
-                            headers={"Set-Cookie": cookies})
+                            headers={**self.limits.headers("session"), "Set-Cookie": cookies})
         if action == "logout":
             token = ""
             for cookie in req.headers.get("Cookie", "").split(";"):
@@ -784,7 +812,8 @@ class VMAPI:
             if known is None:
                 return self._error("session", 401, "Bad Login/Password")
             self.stats.response("session", 200)
-            return Response(200, vm_xml.simple_return(now, "Logged out"))
+            return Response(200, vm_xml.simple_return(now, "Logged out"),
+                            headers=self.limits.headers("session"))
         if action is None:
             return self._error("session", 400, "Missing required parameter(s): action", 1903)
         return self._error("session", 400, f"parameter action has invalid value: {action}", 1905)

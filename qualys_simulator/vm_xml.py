@@ -355,6 +355,7 @@ def vuln(v: Vuln, details: str, flags: set[str]) -> str:
             "</EXPLOIT_CODE_MATURITY><REMEDIATION_LEVEL>1</REMEDIATION_LEVEL><REPORT_CONFIDENCE>1"
             "</REPORT_CONFIDENCE></CVSS_V3>"
         )
+        parts.append(cvss_v4(v))
         parts.append(f"<PCI_FLAG>{v.pci_flag}</PCI_FLAG>")
         if "show_pci_reasons" in flags and v.pci_reasons:
             parts.append("<PCI_REASONS>" + "".join(
@@ -375,3 +376,35 @@ def vuln(v: Vuln, details: str, flags: set[str]) -> str:
             "</CHANGE_LOG_INFO>" for d, c in v.change_log) + "</CHANGE_LOG_LIST>")
     parts.append("\n      </VULN>\n")
     return "".join(parts)
+
+
+CVSS4_VECTORS = (
+    "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N",
+    "CVSS:4.0/AV:L/AC:L/AT:P/PR:L/UI:N/VC:H/VI:N/VA:N/SC:N/SI:N/SA:N",
+    "CVSS:4.0/AV:N/AC:H/AT:N/PR:N/UI:A/VC:L/VI:L/VA:N/SC:L/SI:L/SA:N/E:P",
+)
+
+
+def cvss_v4(v: Vuln) -> str:
+    """Doc §5: CVSS_V4 is new in 2026 and its inner shape is unsure, so the simulator varies it.
+
+    Only every third QID has one (derived from the QID, so no data draw changes). Every block has
+    BASE and VECTOR_STRING; the rest varies: plain extra scalars, or nested groups.
+    """
+    if v.qid % 3:
+        return ""
+    vector = CVSS4_VECTORS[v.qid // 3 % len(CVSS4_VECTORS)]
+    core = f"<BASE>{v.cvss3_base}</BASE><VECTOR_STRING>{vector}</VECTOR_STRING>"
+    variant = v.qid // 3 % 4
+    if variant == 1:
+        extra = f"<THREAT>{v.cvss3_temporal}</THREAT><CVSS4_VERSION>4.0</CVSS4_VERSION>"
+    elif variant == 2:
+        extra = ("<THREAT_METRICS><EXPLOIT_MATURITY>A</EXPLOIT_MATURITY></THREAT_METRICS>"
+                 "<SUPPLEMENTAL_METRICS><AUTOMATABLE>Y</AUTOMATABLE><RECOVERY>U</RECOVERY>"
+                 "</SUPPLEMENTAL_METRICS>")
+    elif variant == 3:
+        extra = "<THREAT_METRICS />"
+    else:
+        extra = ""
+    return f"<CVSS_V4>{core}{extra}</CVSS_V4>"
+

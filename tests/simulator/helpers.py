@@ -15,6 +15,9 @@ HLD = "/api/5.0/fo/asset/host/vm/detection/"
 HL = "/api/5.0/fo/asset/host/"
 KB = "/api/4.0/fo/knowledge_base/vuln/"
 ALL_STATUSES = "New,Active,Re-Opened,Fixed"
+LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Window-Sec", "X-RateLimit-Remaining",
+                 "X-RateLimit-ToWait-Sec", "X-Concurrency-Limit-Limit",
+                 "X-Concurrency-Limit-Running")
 
 
 def call(sim: Simulator, path: str, params: dict[str, Any] | None = None, *,

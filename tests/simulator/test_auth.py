@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 
 from qualys_simulator.testing import Simulator
-from tests.simulator.helpers import HL, HLD, KB, call, simple_return
+from tests.simulator.helpers import HL, HLD, KB, LIMIT_HEADERS, call, simple_return
 
 
 def test_basic_auth_required(sim: Simulator) -> None:
@@ -76,3 +76,36 @@ def test_version_endpoints_need_auth(sim: Simulator) -> None:
 
 def test_unknown_path_is_404(sim: Simulator) -> None:
     assert call(sim, "/api/5.0/fo/nothing/").status_code == 404
+
+
+def test_x_requested_with_only_on_fo_paths(sim: Simulator) -> None:
+    auth = (sim.username, sim.password)
+    # The version checks need only Basic auth (doc §11).
+    portal = requests.get(sim.url + "/qps/rest/portal/version", auth=auth, timeout=30)
+    assert portal.status_code == 200
+    about = requests.post(sim.url + "/msp/about.php", auth=auth, timeout=30)
+    assert about.status_code == 200
+    # Session login is under /api/<ver>/fo/, so the header is mandatory there (doc §1).
+    login = requests.post(sim.url + "/api/2.0/fo/session/", timeout=30,
+                          data={"action": "login", "username": sim.username,
+                                "password": sim.password})
+    assert login.status_code == 400
+    code, text = simple_return(login)
+    assert code == "1903"
+    assert "X-Requested-With" in text
+    assert "Set-Cookie" not in login.headers
+
+
+def test_session_answers_carry_limit_headers(sim: Simulator) -> None:
+    url = sim.url + "/api/2.0/fo/session/"
+    headers = {"X-Requested-With": "t"}
+    session = requests.Session()
+    login = session.post(url, data={"action": "login", "username": sim.username,
+                                    "password": sim.password}, headers=headers, timeout=30)
+    logout = session.post(url, data={"action": "logout"}, headers=headers, timeout=30)
+    bad = requests.post(url, data={"action": "login", "username": sim.username,
+                                   "password": "nope"}, headers=headers, timeout=30)
+    assert (login.status_code, logout.status_code, bad.status_code) == (200, 200, 401)
+    for response in (login, logout, bad):
+        for header in LIMIT_HEADERS:
+            assert header in response.headers, (response.status_code, header)

@@ -126,3 +126,28 @@ def test_lxml_parse_of_streamed_body_is_incremental(sim: Simulator) -> None:
     assert response.headers.get("Transfer-Encoding") == "chunked"
     hosts = sum(1 for _ in etree.iterparse(response.raw, tag="HOST"))
     assert hosts > 0
+
+
+def test_knowledge_base_cvss_v4_varies(sim: Simulator) -> None:
+    """Doc §5: CVSS_V4 (new in 2026, shape unsure) on some QIDs, with varying sub-elements."""
+    root = xml(call(sim, KB, {"details": "All"}))
+    assert dtd("knowledge_base.dtd").validate(root), dtd("knowledge_base.dtd").error_log
+    vulns = root.findall("RESPONSE/VULN_LIST/VULN")
+    blocks = [v.find("CVSS_V4") for v in vulns]
+    present = [b for b in blocks if b is not None]
+    assert 0 < len(present) < len(vulns)  # some QIDs only
+    shapes = set()
+    for block in present:
+        assert block.findtext("BASE")
+        assert (block.findtext("VECTOR_STRING") or "").startswith("CVSS:4.0/")
+        shapes.add(tuple(child.tag for child in block))
+        # It comes right after CVSS_V3, where the DTD places it.
+        previous = block.getprevious()
+        assert previous is not None
+        assert previous.tag == "CVSS_V3"
+    assert len(shapes) >= 3  # plain, extra scalars, nested groups
+    nested = [b for b in present if b.find("SUPPLEMENTAL_METRICS/AUTOMATABLE") is not None]
+    assert nested
+    # details=None has no CVSS blocks at all.
+    none = xml(call(sim, KB, {"details": "None"}))
+    assert none.find(".//CVSS_V4") is None

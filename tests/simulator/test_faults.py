@@ -10,7 +10,7 @@ import requests
 from lxml import etree
 
 from qualys_simulator.testing import Simulator
-from tests.simulator.helpers import HL, HLD, KB, call, simple_return, xml
+from tests.simulator.helpers import HL, HLD, KB, LIMIT_HEADERS, call, simple_return, xml
 
 BIG = {"truncation_limit": "0", "show_results": "1"}
 
@@ -27,7 +27,11 @@ def _next_call_with(sim: Simulator, fault: str) -> None:
 
 def test_http_503_then_recovers(faulty: Simulator) -> None:
     _next_call_with(faulty, "http_503")
-    assert call(faulty, HLD).status_code == 503
+    maintenance = call(faulty, HLD)
+    assert maintenance.status_code == 503
+    # Every VM API answer carries the limit headers (doc §2, §11), maintenance included.
+    for header in LIMIT_HEADERS:
+        assert header in maintenance.headers, header
     assert call(faulty, HLD).status_code == 200
     assert faulty.stats()["faults"]["http_503"] == 1
 
@@ -38,6 +42,11 @@ def test_injected_409s(faulty: Simulator) -> None:
     assert response.status_code == 409
     assert simple_return(response)[0] == "1960"
     assert "X-RateLimit-ToWait-Sec" not in response.headers
+    assert "X-RateLimit-Remaining" not in response.headers
+    # Only ToWait and Remaining are absent (doc §2): Limit, Window and concurrency stay.
+    for header in ("X-RateLimit-Limit", "X-RateLimit-Window-Sec", "X-Concurrency-Limit-Limit",
+                   "X-Concurrency-Limit-Running"):
+        assert header in response.headers, header
     _next_call_with(faulty, "conflict_1965")
     response = call(faulty, HLD)
     assert response.status_code == 409

@@ -475,3 +475,37 @@ def test_advance_changes_assets_postures_and_expires_tokens() -> None:
         assert {r["id"] for r in since} == {
             i for i in flipped if after_postures[i]["policyId"] == policy_id
             and after_postures[i]["hostId"] == host_id}
+
+
+def test_csam_has_more_as_string_and_no_cursor_fault() -> None:
+    """§8 envelope edge cases: hasMore as the string "1", hasMore=1 without lastSeenAssetId."""
+    with Simulator(hosts=20, seed=5) as edge:
+        gw = Gateway(edge)
+        assert edge.admin_get("/admin/config")["csam_has_more_as_string"] is False
+        assert gw.post(SEARCH, pageSize=10, lastSeenAssetId=0).json()["hasMore"] == 1
+        edge.configure(csam_has_more_as_string=True)
+        first = gw.post(SEARCH, pageSize=10, lastSeenAssetId=0).json()
+        assert first["hasMore"] == "1"
+        assert first["lastSeenAssetId"] == first["assetListData"]["asset"][-1]["assetId"]
+        last = gw.post(SEARCH, pageSize=300, lastSeenAssetId=0).json()
+        assert last["hasMore"] == "0"
+        assert last["count"] == 30
+        edge.configure(csam_has_more_as_string=False)
+
+        edge.configure(fault_budget={"csam_no_cursor": 1}, fault_endpoints=["csam_search"])
+        broken = gw.post(SEARCH, pageSize=300, lastSeenAssetId=0)
+        assert broken.status_code == 200
+        doc = broken.json()
+        assert doc["responseCode"] == "SUCCESS"
+        assert doc["hasMore"] == 1
+        assert "lastSeenAssetId" not in doc
+        assert edge.stats()["faults"]["csam_no_cursor"] == 1
+        # A retry gets the real page: the last one, with its cursor.
+        retried = gw.post(SEARCH, pageSize=300, lastSeenAssetId=0).json()
+        assert retried["hasMore"] == 0
+        assert "lastSeenAssetId" in retried
+
+
+def test_csam_has_more_as_string_flag() -> None:
+    with Simulator(hosts=4, seed=5, csam_has_more_as_string=True) as edge:
+        assert Gateway(edge).post(SEARCH, pageSize=2, lastSeenAssetId=0).json()["hasMore"] == "1"

@@ -9,11 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from qualys_simulator.testing import Simulator
-from tests.simulator.helpers import HL, HLD, KB, call, simple_return, xml
-
-LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Window-Sec", "X-RateLimit-Remaining",
-                 "X-RateLimit-ToWait-Sec", "X-Concurrency-Limit-Limit",
-                 "X-Concurrency-Limit-Running")
+from tests.simulator.helpers import HL, HLD, KB, LIMIT_HEADERS, call, simple_return, xml
 
 
 @pytest.fixture
@@ -52,6 +48,8 @@ def test_concurrency_limit_1960_while_a_body_streams(limited: Simulator) -> None
     assert xml(blocked).findtext(".//ITEM/KEY") == "CALLS_TO_FINISH"
     assert "X-RateLimit-ToWait-Sec" not in blocked.headers
     assert "X-RateLimit-Remaining" not in blocked.headers
+    assert blocked.headers["X-RateLimit-Limit"] == "50"
+    assert blocked.headers["X-RateLimit-Window-Sec"] == "60"
     assert blocked.headers["X-Concurrency-Limit-Running"] == "2"
     # Another API has its own slots.
     assert call(limited, HL).status_code == 200

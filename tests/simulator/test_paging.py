@@ -99,3 +99,50 @@ def test_knowledge_base_server_side_paging(sim: Simulator) -> None:
     qids = [int(q.text or 0) for p in pages for q in p.iterfind(".//VULN/QID")]
     assert qids == [r["QID"] for r in sim.ground_truth("knowledge_base")]
     assert len(pages) == -(-len(qids) // 100)
+
+
+def test_warning_url_extra_params_off_by_default(sim: Simulator) -> None:
+    assert sim.admin_get("/admin/config")["warning_url_extra_params"] is False
+    url = xml(call(sim, HL, {"truncation_limit": "5"})).findtext("RESPONSE/WARNING/URL") or ""
+    assert "details" not in dict(parse_qsl(urlsplit(url).query))
+
+
+def test_warning_url_extra_params_adds_unsent_parameters(sim: Simulator) -> None:
+    """Doc §4: the URL can carry parameters the caller never sent (details=None)."""
+    sim.configure(warning_url_extra_params=True)
+    try:
+        hl = xml(call(sim, HL, {"truncation_limit": "5"})).findtext("RESPONSE/WARNING/URL")
+        pairs = parse_qsl(urlsplit(hl or "").query)
+        assert ("details", "None") in pairs
+        assert pairs[-1][0] == "id_min"  # still last (doc §11)
+        # A parameter the caller did send keeps the caller's value and is not repeated.
+        sent = xml(call(sim, HL, {"truncation_limit": "5", "details": "All"}))
+        pairs = parse_qsl(urlsplit(sent.findtext("RESPONSE/WARNING/URL") or "").query)
+        assert [v for k, v in pairs if k == "details"] == ["All"]
+        hld = xml(call(sim, HLD, {"truncation_limit": "2"})).findtext("RESPONSE/WARNING/URL")
+        pairs = parse_qsl(urlsplit(hld or "").query)
+        assert ("show_results", "0") in pairs
+        # Following the URL verbatim works but silently drops what the caller wanted.
+        verbatim = call(sim, HLD, dict(pairs))
+        assert verbatim.status_code == 200
+        assert xml(verbatim).find(".//DETECTION/RESULTS") is None
+        # Re-sending our own parameters with the new id_min pages correctly.
+        pages = follow(sim, HLD, {"truncation_limit": "4", "status": ALL_STATUSES,
+                                  "show_igs": "1"})
+        assert detection_records(pages) == sim.ground_truth("host_detections")
+        sim.configure(kb_page_size=50)
+        kb = xml(call(sim, KB, {"details": "All"}))
+        pairs = parse_qsl(urlsplit(kb.findtext("RESPONSE/WARNING/URL") or "").query)
+        assert [v for k, v in pairs if k == "details"] == ["All"]
+        kb = xml(call(sim, KB))
+        pairs = parse_qsl(urlsplit(kb.findtext("RESPONSE/WARNING/URL") or "").query)
+        assert ("details", "None") in pairs
+    finally:
+        sim.configure(warning_url_extra_params=False, kb_page_size=0)
+
+
+def test_warning_url_extra_params_flag() -> None:
+    with Simulator(hosts=6, seed=4, detections_per_host=1, kb_size=20, kb_extra=0,
+                   warning_url_extra_params=True) as small:
+        url = xml(call(small, HL, {"truncation_limit": "2"})).findtext("RESPONSE/WARNING/URL")
+        assert ("details", "None") in parse_qsl(urlsplit(url or "").query)
