@@ -492,3 +492,26 @@ def test_a_day_long_towait_on_a_good_answer_is_not_slept(world: Simulator, tmp_p
     records, _ = parse_messages(result.stdout)
     assert len(records["hosts"]) == 2
     assert "above max_rate_limit_wait" in result.stderr
+
+
+def test_documented_envelope_quirks_lose_nothing() -> None:
+    # §4: truncation URLs that carry parameters we never sent; §8: hasMore as the strings "1"/"0",
+    # and SUCCESS pages with hasMore=1 but no lastSeenAssetId (retried, never taken as the end).
+    with Simulator(hosts=30, seed=3, kb_page_size=200) as sim:
+        sim.configure(
+            csam_has_more_as_string=True,
+            warning_url_extra_params=True,
+            faults={"csam_no_cursor": 0.3},
+        )
+        config = gateway_config(sim, truncation_limit=7, csam_page_size=10)
+        records, _ = run_tap(config, ["csam_assets", "hosts", "knowledge_base"])
+        assert sim.stats()["faults"].get("csam_no_cursor", 0) > 0
+        for stream, key, truth_key in (
+            ("csam_assets", "assetId", "assetId"),
+            ("hosts", "id", "ID"),
+            ("knowledge_base", "qid", "QID"),
+        ):
+            loaded = [record[key] for record in records[stream]]
+            assert sorted(loaded) == sorted(r[truth_key] for r in sim.ground_truth(stream)), stream
+        # Following the URL verbatim would have sent details=None: hosts without their OS.
+        assert all(record["os"] for record in records["hosts"])
