@@ -179,21 +179,12 @@ class TruncationPaginator(BaseAPIPaginator[int | None]):
         return id_min
 
 
-class QualysVMStream(RESTStream[int | None]):
-    """A VM API stream (``/api/<ver>/fo/...``): form POSTs, Basic auth, streamed XML.
+TToken = t.TypeVar("TToken")
 
-    Subclasses set ``path`` and implement :meth:`qualys_params` and :meth:`parse_response`.
-    Every request goes through the one retry policy; every page is parsed completely before any
-    of its records are emitted.
-    """
 
-    http_method = "POST"
-    payload_as_json = False
-    #: ``casting`` has already typed every value against this stream's schema: a record starts
-    #: as a copy of the schema's keys and holds only str, int, finite float, bool, None and
-    #: lists/dicts of those (tests/test_qualys_xml.py checks the SDK's conformance leaves
-    #: parsed records unchanged), so the SDK's per-record conformance pass is skipped.
-    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+class QualysStream(RESTStream[TToken]):
+    """What both Qualys APIs share: TLS settings, user agent, timeout, the retry policy, counters
+    for the summary line, and one HTTP session per worker thread."""
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up counters and the per-thread HTTP sessions."""
@@ -201,15 +192,7 @@ class QualysVMStream(RESTStream[int | None]):
         self.stats = RequestStats()
         self.records_emitted = 0
         self._local = threading.local()
-        #: The server's RESPONSE DATETIME of the first page of this sync.
-        self.first_response_datetime: str | None = None
-        self._filters = ""
         self.requests_session.verify = self.verify
-
-    @override
-    @property
-    def url_base(self) -> str:
-        return resolve_urls(self.config)[0]
 
     @cached_property
     def verify(self) -> bool | str:
@@ -220,17 +203,6 @@ class QualysVMStream(RESTStream[int | None]):
     @cached_property
     def user_agent(self) -> str:
         return str(self.config.get("user_agent") or f"tap-qualys/{__version__}")
-
-    @override
-    @cached_property
-    def authenticator(self) -> BasicAuthenticator:
-        return vm_api_authenticator(self.config)
-
-    @override
-    @property
-    def http_headers(self) -> dict[str, str]:
-        # Qualys rejects VM API calls without X-Requested-With; any value will do.
-        return {"X-Requested-With": self.user_agent}
 
     @override
     @property
@@ -248,6 +220,57 @@ class QualysVMStream(RESTStream[int | None]):
                 self.config.get("max_rate_limit_wait", DEFAULT_MAX_RATE_LIMIT_WAIT)
             ),
         )
+
+    def _session(self) -> requests.Session:
+        """One session per thread: requests sessions are not safe to share across threads."""
+        if threading.current_thread() is threading.main_thread():
+            return self.requests_session
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.verify = self.verify
+            self._local.session = session
+        return session
+
+
+class QualysVMStream(QualysStream[int | None]):
+    """A VM API stream (``/api/<ver>/fo/...``): form POSTs, Basic auth, streamed XML.
+
+    Subclasses set ``path`` and implement :meth:`qualys_params` and :meth:`parse_response`.
+    Every request goes through the one retry policy; every page is parsed completely before any
+    of its records are emitted.
+    """
+
+    http_method = "POST"
+    payload_as_json = False
+    #: ``casting`` has already typed every value against this stream's schema: a record starts
+    #: as a copy of the schema's keys and holds only str, int, finite float, bool, None and
+    #: lists/dicts of those (tests/test_qualys_xml.py checks the SDK's conformance leaves
+    #: parsed records unchanged), so the SDK's per-record conformance pass is skipped.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Set up what the progress and summary lines report."""
+        super().__init__(*args, **kwargs)
+        #: The server's RESPONSE DATETIME of the first page of this sync.
+        self.first_response_datetime: str | None = None
+        self._filters = ""
+
+    @override
+    @property
+    def url_base(self) -> str:
+        return resolve_urls(self.config)[0]
+
+    @override
+    @cached_property
+    def authenticator(self) -> BasicAuthenticator:
+        return vm_api_authenticator(self.config)
+
+    @override
+    @property
+    def http_headers(self) -> dict[str, str]:
+        # Qualys rejects VM API calls without X-Requested-With; any value will do.
+        return {"X-Requested-With": self.user_agent}
 
     @cached_property
     def _selects_every_property(self) -> bool:
@@ -330,17 +353,6 @@ class QualysVMStream(RESTStream[int | None]):
             on_rate_limit=limit.pause if limit is not None else None,
         )
 
-    def _session(self) -> requests.Session:
-        """One session per thread: requests sessions are not safe to share across threads."""
-        if threading.current_thread() is threading.main_thread():
-            return self.requests_session
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.verify = self.verify
-            self._local.session = session
-        return session
-
     def _attempt(
         self,
         prepared: requests.PreparedRequest,
@@ -372,8 +384,8 @@ class QualysVMStream(RESTStream[int | None]):
         )
         # Pause outside the slot, so a parallel call is not held up by our pacing.
         if pause := pacing_delay(response.headers):
-            limit = self.retry_policy.max_rate_limit_wait
-            if limit is not None and pause > limit:
+            max_wait = self.retry_policy.max_rate_limit_wait
+            if max_wait is not None and pause > max_wait:
                 # Not hours of silent sleep: this page is good; a next call, if any, is refused
                 # with 1965 and fails in one line naming max_rate_limit_wait (retries.py).
                 self.logger.warning(
@@ -381,7 +393,7 @@ class QualysVMStream(RESTStream[int | None]):
                     "max_rate_limit_wait (%.0f s); not waiting",
                     self.name,
                     pause,
-                    limit,
+                    max_wait,
                 )
                 return fetched
             self.logger.info(
@@ -579,7 +591,7 @@ def iso_utc(value: t.Any) -> t.Any:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-class QualysGatewayStream(RESTStream[t.Any]):
+class QualysGatewayStream(QualysStream[t.Any]):
     """A gateway stream (CSAM ``/rest/2.0/...``, PCRS ``/pcrs/...``): JSON, Bearer JWT.
 
     Every call goes through :meth:`gateway_call`: the shared JWT (see ``auth``), one refresh and
@@ -592,28 +604,14 @@ class QualysGatewayStream(RESTStream[t.Any]):
     record_unit = "records"
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Set up counters, the date normaliser and the per-thread HTTP sessions."""
+        """Set up the date normaliser."""
         super().__init__(*args, **kwargs)
-        self.stats = RequestStats()
-        self.records_emitted = 0
         self.normalize_dates = DateNormalizer(self.schema)
-        self._local = threading.local()
-        self.requests_session.verify = self.verify
 
     @override
     @property
     def url_base(self) -> str:
         return resolve_urls(self.config)[1]
-
-    @cached_property
-    def verify(self) -> bool | str:
-        """What requests' ``verify`` gets: the CA bundle path, or the verify_ssl flag."""
-        return self.config.get("ca_bundle") or bool(self.config.get("verify_ssl", True))
-
-    @override
-    @cached_property
-    def user_agent(self) -> str:
-        return str(self.config.get("user_agent") or f"tap-qualys/{__version__}")
 
     @override
     @property
@@ -638,23 +636,6 @@ class QualysGatewayStream(RESTStream[t.Any]):
     @property
     def http_headers(self) -> dict[str, str]:
         return {"Accept": "application/json", "User-Agent": self.user_agent}
-
-    @override
-    @property
-    def timeout(self) -> int:
-        return int(self.config.get("request_timeout", 1800))
-
-    @cached_property
-    def retry_policy(self) -> RetryPolicy:
-        """The retry policy configured from the settings."""
-        return RetryPolicy(
-            max_retries=int(self.config.get("max_retries", 8)),
-            backoff_base=float(self.config.get("retry_backoff_seconds", 2.0)),
-            logger=self.logger,
-            max_rate_limit_wait=float(
-                self.config.get("max_rate_limit_wait", DEFAULT_MAX_RATE_LIMIT_WAIT)
-            ),
-        )
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
@@ -734,17 +715,6 @@ class QualysGatewayStream(RESTStream[t.Any]):
             "Check that the Qualys user may use this module's API (CSAM / Policy Compliance)."
         )
         raise GatewayAuthError(msg)
-
-    def _session(self) -> requests.Session:
-        """One session per thread: requests sessions are not safe to share across threads."""
-        if threading.current_thread() is threading.main_thread():
-            return self.requests_session
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.verify = self.verify
-            self._local.session = session
-        return session
 
     def log_summary(self) -> None:
         """The end-of-sync line: what this stream emitted and what it cost."""
