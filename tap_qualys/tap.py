@@ -411,10 +411,11 @@ class SingerWriter(MsgSpecWriter):
 
 
 class TapQualys(Tap):
-    """Extracts vulnerability data from Qualys: the KnowledgeBase (QIDs with CVEs and CVSS),
-    hosts with their tags and cloud metadata, and host detections including fixed ones,
-    incrementally, with Qualys' rate and concurrency limits honoured and nothing emitted twice
-    when a large response fails part-way.
+    """Extracts Qualys security data: the VM KnowledgeBase (QIDs with CVEs and CVSS), hosts with
+    their tags and cloud metadata, host detections including fixed ones, CyberSecurity Asset
+    Management (CSAM) assets with their software and agent inventory, and Policy Compliance
+    posture (PCRS), incrementally, with Qualys' rate and concurrency limits honoured and nothing
+    emitted twice when a large response fails part-way.
     """
 
     name = "tap-qualys"
