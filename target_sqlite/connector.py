@@ -8,8 +8,8 @@ import typing as t
 from pathlib import Path
 
 import sqlalchemy as sa
-from singer_sdk.connectors.sql import JSONSchemaToSQL
 from singer_sdk.sql import SQLConnector
+from singer_sdk.sql.connector import JSONSchemaToSQL
 
 if sys.version_info >= (3, 12):
     from typing import override
