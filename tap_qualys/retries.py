@@ -129,6 +129,11 @@ TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
 )
 
 
+def transient(reason: str) -> FailedAttempt:
+    """A failed attempt worth retrying with backoff, e.g. an unusable HTTP 200 body."""
+    return FailedAttempt(Verdict(Kind.BACKOFF, reason))
+
+
 def classify_exception(exc: BaseException) -> Verdict | None:
     """Classify an exception raised while sending or reading; None means not ours to retry."""
     if isinstance(exc, FailedAttempt):

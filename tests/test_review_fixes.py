@@ -37,6 +37,7 @@ from tap_qualys.retries import (
 from tap_qualys.streams import pcrs
 from tap_qualys.tap import TapQualys
 from tests.gateway_support import PCRS_STREAMS, catalog, gateway_config, parse_messages, run_tap
+from tests.test_retries import Script
 
 if t.TYPE_CHECKING:
     from pathlib import Path
@@ -423,22 +424,10 @@ def rate_limited(wait: float) -> FailedAttempt:
     return FailedAttempt(verdict)
 
 
-class Attempts:
-    def __init__(self, *failures: BaseException) -> None:
-        self.failures = list(failures)
-        self.calls = 0
-
-    def __call__(self) -> str:
-        self.calls += 1
-        if self.failures:
-            raise self.failures.pop(0)
-        return "ok"
-
-
 def test_a_day_long_rate_limit_wait_fails_at_once() -> None:
     sleeps: list[float] = []
     policy = RetryPolicy(max_retries=5, sleep=sleeps.append)
-    attempt = Attempts(rate_limited(86340))
+    attempt = Script(rate_limited(86340))
     with pytest.raises(QualysAPIError) as caught:
         policy.run(attempt, label="host_detections: /api/5.0/x", stats=RequestStats())
     message = str(caught.value)
@@ -454,7 +443,7 @@ def test_rate_limit_waits_up_to_the_limit_are_waited_out() -> None:
     sleeps: list[float] = []
     paused: list[float] = []
     policy = RetryPolicy(max_retries=5, sleep=sleeps.append, max_rate_limit_wait=60)
-    attempt = Attempts(rate_limited(60), rate_limited(5))
+    attempt = Script(rate_limited(60), rate_limited(5))
     stats = RequestStats()
     assert policy.run(attempt, label="l", stats=stats, on_rate_limit=paused.append) == "ok"
     assert sleeps == [60, 5]
@@ -462,7 +451,7 @@ def test_rate_limit_waits_up_to_the_limit_are_waited_out() -> None:
     assert stats.rate_409s == 2
     # None: no limit, whatever Qualys says.
     unlimited = RetryPolicy(max_retries=1, sleep=sleeps.append, max_rate_limit_wait=None)
-    assert unlimited.run(Attempts(rate_limited(86340)), label="l", stats=RequestStats()) == "ok"
+    assert unlimited.run(Script(rate_limited(86340)), label="l", stats=RequestStats()) == "ok"
     assert sleeps[-1] == 86340
 
 

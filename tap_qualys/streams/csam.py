@@ -38,7 +38,7 @@ from singer_sdk.pagination import BaseAPIPaginator
 from tap_qualys import schemas
 from tap_qualys.auth import GatewayAuthError
 from tap_qualys.client import QualysGatewayStream
-from tap_qualys.retries import FailedAttempt, Kind, QualysAPIError, Verdict
+from tap_qualys.retries import QualysAPIError, transient
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -67,10 +67,6 @@ class CsamPage:
     last_seen_asset_id: int | None
 
 
-def _transient(reason: str) -> FailedAttempt:
-    return FailedAttempt(Verdict(Kind.BACKOFF, reason))
-
-
 def read_csam_page(body: t.Any) -> CsamPage:
     """Validate the search envelope (§8); an unusable one is a transient failure to retry.
 
@@ -78,24 +74,24 @@ def read_csam_page(body: t.Any) -> CsamPage:
     ``lastSeenAssetId`` to continue from: Qualys answers those with HTTP 200 under load.
     """
     if not isinstance(body, dict):
-        raise _transient(f"search answer is a JSON {type(body).__name__}, not an object")
+        raise transient(f"search answer is a JSON {type(body).__name__}, not an object")
     if body.get("responseCode") != "SUCCESS":
-        raise _transient(
+        raise transient(
             f"responseCode {body.get('responseCode')!r}: {body.get('responseMessage') or ''}"
         )
     raw_more = body.get("hasMore")
     if raw_more is None:
-        raise _transient("search answer has no hasMore")
+        raise transient("search answer has no hasMore")
     # hasMore arrives as 1/0, "1"/"0" and, from some proxies, true/false.
     has_more = str(raw_more).strip().lower() in {"1", "true"}
     raw_last = body.get("lastSeenAssetId")
     last_seen: int | None = None
     if raw_last not in {None, ""}:
         if isinstance(raw_last, bool) or not str(raw_last).strip().isdigit():
-            raise _transient(f"lastSeenAssetId {str(raw_last)[:40]!r} is not a number")
+            raise transient(f"lastSeenAssetId {str(raw_last)[:40]!r} is not a number")
         last_seen = int(str(raw_last).strip())
     if has_more and last_seen is None:
-        raise _transient("hasMore=1 without lastSeenAssetId")
+        raise transient("hasMore=1 without lastSeenAssetId")
     listed = (body.get("assetListData") or {}).get("asset") or []
     assets = [listed] if isinstance(listed, dict) else list(listed)
     return CsamPage(assets, has_more, last_seen)
@@ -104,7 +100,7 @@ def read_csam_page(body: t.Any) -> CsamPage:
 def read_csam_count(body: t.Any) -> int:
     """``{"responseCode": "SUCCESS", "count": N}``; anything else is retried."""
     if not isinstance(body, dict) or body.get("responseCode") != "SUCCESS":
-        raise _transient("count answer is not a SUCCESS")
+        raise transient("count answer is not a SUCCESS")
     return int(body.get("count") or 0)
 
 

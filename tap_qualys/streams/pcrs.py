@@ -49,7 +49,7 @@ from singer_sdk import SchemaDirectory, StreamSchema
 from tap_qualys import schemas
 from tap_qualys.client import QualysGatewayStream
 from tap_qualys.concurrency import OrderedPipeline
-from tap_qualys.retries import FailedAttempt, Kind, Verdict
+from tap_qualys.retries import transient
 from tap_qualys.streams.csam import qualys_filter_datetime
 
 if sys.version_info >= (3, 12):
@@ -95,10 +95,6 @@ GROUP BY controlId, technologyId
 FetchedBatch = tuple[int, list[dict[str, t.Any]], float]
 
 
-def _transient(reason: str) -> FailedAttempt:
-    return FailedAttempt(Verdict(Kind.BACKOFF, reason))
-
-
 def _check_error_envelope(body: t.Any) -> None:
     """Raise for ``[{"response": {"code", "text"}}]`` answered with HTTP 200.
 
@@ -108,7 +104,7 @@ def _check_error_envelope(body: t.Any) -> None:
     first = body[0] if isinstance(body, list) and body else body
     if isinstance(first, dict) and isinstance(first.get("response"), dict):
         error = first["response"]
-        raise _transient(f"HTTP 200 with error {error.get('code')}: {error.get('text')}")
+        raise transient(f"HTTP 200 with error {error.get('code')}: {error.get('text')}")
 
 
 def as_int(value: t.Any) -> t.Any:
@@ -130,7 +126,7 @@ def read_policy_list(body: t.Any) -> PolicyList:
     """``{"subscriptionId": …, "policyList": [...]}``; anything else is retried."""
     _check_error_envelope(body)
     if not isinstance(body, dict) or not isinstance(body.get("policyList", []), list):
-        raise _transient("policy list answer has no policyList array")
+        raise transient("policy list answer has no policyList array")
     return PolicyList(as_int(body.get("subscriptionId")), list(body.get("policyList") or []))
 
 
@@ -139,14 +135,14 @@ def read_host_ids(body: t.Any) -> list[dict[str, t.Any]]:
     _check_error_envelope(body)
     entries = [body] if isinstance(body, dict) else body
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise _transient("host ids answer is not a list of objects")
+        raise transient("host ids answer is not a list of objects")
     for entry in entries:
         ids = entry.get("hostIds") or []
         if not isinstance(ids, list):
-            raise _transient(f"hostIds is a JSON {type(ids).__name__}, not an array")
+            raise transient(f"hostIds is a JSON {type(ids).__name__}, not an array")
         for host_id in ids:
             if isinstance(host_id, bool) or not str(host_id).strip().isdigit():
-                raise _transient(f"host id {str(host_id)[:40]!r} is not a number")
+                raise transient(f"host id {str(host_id)[:40]!r} is not a number")
     return entries
 
 
@@ -154,7 +150,7 @@ def read_postures(body: t.Any) -> list[dict[str, t.Any]]:
     """The posture records of one batch: a JSON array of objects; else retried."""
     _check_error_envelope(body)
     if not isinstance(body, list) or not all(isinstance(r, dict) for r in body):
-        raise _transient("postureInfo answer is not a JSON array of posture records")
+        raise transient("postureInfo answer is not a JSON array of posture records")
     return body
 
 
