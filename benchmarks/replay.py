@@ -128,9 +128,14 @@ class ReplayProxy:
     def misses(self) -> int:
         return self._server.misses
 
-    def bodies(self, path_part: str) -> list[bytes]:
-        """Cached answer bodies whose request path contains ``path_part``, in request order."""
-        return [answer.body for key, answer in self._server.cache.items() if path_part in key[1]]
+    def bodies(self, path_part: str, form_part: bytes = b"") -> list[bytes]:
+        """Cached answer bodies whose request path contains ``path_part`` and whose request body
+        contains ``form_part``, in request order."""
+        return [
+            answer.body
+            for (_, path, form), answer in self._server.cache.items()
+            if path_part in path and form_part in form
+        ]
 
     def __enter__(self) -> ReplayProxy:
         self._thread.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import logging
@@ -11,13 +12,17 @@ import sys
 import time
 import typing as t
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.singerlib import RecordMessage
 
 from qualys_simulator.testing import Simulator
-from tap_qualys.client import FetchedPage, RecordSpool, TruncationPaginator
+from tap_qualys.client import FetchedPage, RecordSpool, TruncationPaginator, record_line_parts
 from tap_qualys.retries import QualysAPIError
+from tap_qualys.streams.vm import HostDetectionsStream
 from tap_qualys.tap import TapQualys
 from tests.conftest import tap_config
 
@@ -230,6 +235,21 @@ def test_detection_batches_use_every_allowed_slot(fresh: Simulator) -> None:
         assert stats["responses"].get("host_detection", {}).get("409", 0) == 0, stats
 
 
+def test_a_probe_learns_the_limit_so_the_first_batches_already_run_in_parallel(
+    fresh: Simulator,
+) -> None:
+    # Four batches, four slots. Without the probe the limit is 1 until the first batch answers,
+    # the window of batches in flight is sized from that, and the first round runs 3 at most.
+    fresh.configure(record_delay_sec=0.05, concurrency_limit={"host_detection": 4})
+    fresh.reset_stats()
+    records, _ = run_tap(tap_config(fresh, host_batch_size=7), streams=HOSTS)
+    assert_complete(records, fresh)
+    stats = fresh.stats()
+    assert stats["peak_concurrency"]["host_detection"] == 4, stats["peak_concurrency"]
+    assert stats["requests"]["host_detection"] == 1 + 4  # the probe, then the batches
+    assert stats["responses"].get("host_detection", {}).get("409", 0) == 0, stats
+
+
 def test_simple_return_on_200_fails_in_one_line_without_secrets(
     fresh: Simulator, tmp_path: t.Any
 ) -> None:
@@ -292,7 +312,13 @@ def test_truncation_paginator_follows_id_min_and_fails_when_it_cannot() -> None:
     base = "https://qualysapi.qualys.com/api/5.0/fo/asset/host/?action=list&details=None"
 
     def page(url: str | None) -> FetchedPage:
-        return FetchedPage(records=RecordSpool(), next_url=url, response_datetime=None, elapsed=0)
+        return FetchedPage(
+            records=RecordSpool(),
+            next_url=url,
+            response_datetime=None,
+            elapsed=0,
+            extracted=datetime.now(timezone.utc),
+        )
 
     paginator.advance(page(f"{base}&truncation_limit=2&id_min=1200"))
     assert (paginator.current_value, paginator.finished) == (1200, False)
@@ -318,6 +344,99 @@ def test_record_spool_keeps_order_and_moves_to_disk_when_large() -> None:
     assert spool.count == 10_000
     assert list(spool) == records
     assert spool._file._rolled  # type: ignore[attr-defined]  # over SPOOL_MEMORY_BYTES: on disk
+
+
+def test_record_spool_round_trips_awkward_values_as_json_lines() -> None:
+    # Newlines, CR, tabs, NUL's replacement, non-BMP text, quotes, ints past 2**53 and floats:
+    # the spool separates records with a newline, so none may leak out of a value unescaped.
+    records = [
+        {"results": 'a\nb\r\n\tc\ufffd \U0001f600 "q" \\', "id": 2**62 + 1, "f": 0.1},
+        {"results": "\n", "nested": [{"x": None}, {"y": [1, "\n"]}], "b": True},
+        {},
+    ]
+    spool = RecordSpool()
+    for record in records:
+        spool.append(record)
+    lines = list(spool.encoded())
+    assert [json.loads(line) for line in lines] == records
+    assert all(b"\n" not in line for line in lines)
+    spool = RecordSpool()
+    for record in records:
+        spool.append(record)
+    assert list(spool) == records
+
+
+@pytest.mark.parametrize("version", [None, 1763900000])
+def test_record_line_parts_write_what_the_sdk_writes(version: int | None) -> None:
+    record = {"host_id": 1, "results": "x\ny", "qds": None, "factors": [{"name": "CVSS"}]}
+    extracted = datetime(2026, 11, 23, 19, 0, 1, 123456, tzinfo=timezone(timedelta(hours=2)))
+    prefix, suffix = record_line_parts("host_detections", version, extracted)
+    ours = prefix + json.dumps(record, separators=(",", ":")).encode() + suffix
+    sdk = MsgSpecWriter().format_message(
+        RecordMessage(
+            stream="host_detections", record=record, version=version, time_extracted=extracted
+        )
+    )
+    assert ours == bytes(sdk)
+
+
+def test_detections_written_as_encoded_lines_equal_the_sdk_path(
+    world: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path (spooled JSON written as it is) emits exactly what the SDK's path does."""
+    config = tap_config(world, host_batch_size=7)
+    fast, _ = run_tap(config, streams=("hosts", "host_detections"))
+    monkeypatch.setattr(HostDetectionsStream, "emits_encoded", property(lambda _self: False))
+    slow, _ = run_tap(config, streams=("hosts", "host_detections"))
+    assert fast["host_detections"] == slow["host_detections"]
+    assert len(fast["host_detections"]) == len(world.ground_truth("host_detections"))
+
+
+def test_batch_messages_hold_every_detection(world: Simulator, tmp_path: Path) -> None:
+    """With batch_config the SDK writes BATCH files from the records: never the fast path."""
+    config = tap_config(
+        world,
+        host_batch_size=7,
+        batch_config={
+            "encoding": {"format": "jsonl", "compression": "gzip"},
+            "storage": {"root": tmp_path.as_uri(), "prefix": "batch-"},
+        },
+    )
+    tap = vm_tap(config, streams=("hosts", "host_detections"))
+    assert not tap.streams["host_detections"].emits_encoded  # type: ignore[attr-defined]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        tap.sync_all()
+    manifests = [
+        json.loads(line)["manifest"]
+        for line in out.getvalue().splitlines()
+        if '"BATCH"' in line and '"host_detections"' in line
+    ]
+    files = [Path(uri.removeprefix("file://")) for manifest in manifests for uri in manifest]
+    assert files
+    detections = [
+        json.loads(line)
+        for path in files
+        for line in gzip.decompress(path.read_bytes()).splitlines()
+    ]
+    assert_matches_truth(
+        detections, world.ground_truth("host_detections"), "host_id", "unique_vuln_id"
+    )
+
+
+def test_a_stream_map_on_detections_takes_the_sdk_path(world: Simulator) -> None:
+    config = tap_config(
+        world,
+        host_batch_size=7,
+        stream_maps={"host_detections": {"results": "__NULL__", "qid_text": "str(qid)"}},
+    )
+    tap = vm_tap(config, streams=("hosts", "host_detections"))
+    assert not tap.streams["host_detections"].emits_encoded  # type: ignore[attr-defined]
+    records, _ = run_tap(config, streams=("hosts", "host_detections"))
+    detections = records["host_detections"]
+    assert len(detections) == len(world.ground_truth("host_detections"))
+    assert all("results" not in r and r["qid_text"] == str(r["qid"]) for r in detections)
+    assert vm_tap(tap_config(world), streams=VM_STREAMS).streams["host_detections"].emits_encoded  # type: ignore[attr-defined]
 
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")

@@ -5,11 +5,20 @@ from __future__ import annotations
 import sys
 import typing as t
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 
 from singer_sdk import SchemaDirectory, StreamSchema
+from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.mapper import SameRecordTransform
 
 from tap_qualys import qualys_xml, schemas
-from tap_qualys.client import CHUNK_SIZE, FetchedPage, QualysVMStream
+from tap_qualys.client import (
+    CHUNK_SIZE,
+    EncodedRecord,
+    FetchedPage,
+    QualysVMStream,
+    record_line_parts,
+)
 from tap_qualys.concurrency import ConcurrencyLimit, OrderedPipeline
 from tap_qualys.retries import QualysAPIError
 
@@ -283,6 +292,9 @@ class HostDetectionsStream(QualysVMStream):
         }
         if context and "host_batch" in context:
             params["ids"] = ",".join(str(i) for i in self._batches[context["host_batch"]])
+        if context and context.get("probe"):
+            # One host, no RESULTS: a few KB that carry the limit headers (docs §5).
+            params.update(truncation_limit=1, show_results=0)
         return params
 
     @override
@@ -292,6 +304,7 @@ class HostDetectionsStream(QualysVMStream):
         number = context["host_batch"]
         if self._pipeline is None:
             self.log_filters(self.qualys_params(None))
+            self._probe_concurrency(context)
             self._pipeline = OrderedPipeline(
                 workers=self.limit.ceiling,
                 # Two batches per slot: one fetching, one parsed and waiting for the main
@@ -311,6 +324,20 @@ class HostDetectionsStream(QualysVMStream):
         except BaseException:
             self.close_pipeline()
             raise
+
+    def _probe_concurrency(self, context: Context) -> None:
+        """Learn this API's parallel-call limit with one cheap call before batches run.
+
+        Until an answer has shown ``X-Concurrency-Limit-Limit`` only one call runs (an Express
+        subscription allows one), so without this the whole first batch would run alone while
+        the other slots stay idle. The probe asks for the first batch with ``truncation_limit=1``
+        and no RESULTS (the concurrency probe of docs/qualys-api.md §5); its records are
+        dropped, the batch itself is fetched as usual.
+        """
+        if self.limit.ceiling <= 1:
+            return
+        probe = self.fetch(self.prepare({**context, "probe": True}, None), limit=self.limit)
+        probe.records.close()
 
     def close_pipeline(self) -> None:
         """End the batch pipeline: cancel batches not yet started, wait for running ones."""
@@ -338,9 +365,43 @@ class HostDetectionsStream(QualysVMStream):
                 page.elapsed,
                 self._pipeline.in_flight if self._pipeline else 0,
             )
-            for record in page.records:
+            if not self.emits_encoded:
+                for record in page.records:
+                    self.records_emitted += 1
+                    yield record
+                continue
+            prefix, suffix = record_line_parts(self.name, self._stream_version, page.extracted)
+            for encoded in page.records.encoded():
                 self.records_emitted += 1
-                yield record
+                yield EncodedRecord(prefix + encoded + suffix)  # type: ignore[misc]
+
+    @cached_property
+    def emits_encoded(self) -> bool:
+        """Whether records can go out as the spool's JSON (see ``client.EncodedRecord``).
+
+        Only when nothing would change them on the way and they go to stdout: every property
+        selected, the SDK's identity stream map without flattening (no ``stream_maps``, no
+        ``flattening_enabled``), no type conformance, and no ``batch_config`` (BATCH files are
+        written from the records themselves). Otherwise they are decoded and take the SDK's own
+        path.
+        """
+        maps = self.stream_maps
+        return (
+            not self.get_batch_config(self.config)
+            and self._selects_every_property
+            and len(maps) == 1
+            and type(maps[0]) is SameRecordTransform
+            and not maps[0].flattening_enabled
+            and maps[0].stream_alias == self.name
+            and self.TYPE_CONFORMANCE_LEVEL is TypeConformanceLevel.NONE
+        )
+
+    @override
+    def generate_child_contexts(
+        self, record: Record, context: Context | None
+    ) -> Iterable[Context | None]:
+        # No child streams: the SDK's default would copy the context for every detection.
+        return ()
 
 
 DEFAULT_STATUSES = ("New", "Active", "Re-Opened", "Fixed")
