@@ -8,13 +8,13 @@ import sqlite3
 import sys
 import typing as t
 
-import msgspec
 import sqlalchemy.exc
 from singer_sdk.exceptions import InvalidJSONSchema, InvalidRecord
 from singer_sdk.sql import SQLSink
 
 from target_sqlite.connector import SQLiteConnector
 from target_sqlite.errors import TargetSQLiteError, explain_sqlite_error
+from target_sqlite.rows import RowDecoder, compile_row_decoder, json_text
 from target_sqlite.validation import CompiledSchemaValidator
 
 if sys.version_info >= (3, 12):
@@ -28,15 +28,6 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers._batch import BaseBatchFileEncoding
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
     from singer_sdk.sql.connector import FullyQualifiedName
-
-# Decimals (from BATCH files, parsed by the SDK) are written as JSON numbers, not strings.
-_json_encoder = msgspec.json.Encoder(decimal_format="number")
-
-
-def _to_json_text(value: t.Any) -> t.Any:
-    if isinstance(value, (dict, list)):
-        return _json_encoder.encode(value).decode()
-    return value
 
 
 def _to_real(value: t.Any) -> t.Any:
@@ -77,9 +68,13 @@ class SQLiteSink(SQLSink[SQLiteConnector]):
         for key, sub in properties.items():
             types = _types_of(sub)
             if types & {"object", "array"}:
-                self._converters.append((key, _to_json_text))
+                self._converters.append((key, json_text))
             elif "number" in types:
                 self._converters.append((key, _to_real))
+        # Decodes a RECORD's raw JSON straight into a row, for the target's fastest path.
+        self.row_decoder: RowDecoder | None = compile_row_decoder(
+            self.schema, self.key_properties, validate=self._validator is not None
+        )
 
     @property
     @override
@@ -153,12 +148,17 @@ class SQLiteSink(SQLSink[SQLiteConnector]):
         ) or str(exc)
         return TargetSQLiteError(f"stream '{self.stream_name}': {explanation}")
 
-    def _rows(self, records: Iterable[dict[str, t.Any]]) -> list[tuple[t.Any, ...]]:
+    def _rows(
+        self, records: Iterable[dict[str, t.Any] | tuple[t.Any, ...]]
+    ) -> list[tuple[t.Any, ...]]:
         get_all = self._get_all
         keys = self._source_keys
         converters = self._converters
         rows = []
         for record in records:
+            if isinstance(record, tuple):  # already a row (RowDecoder)
+                rows.append(record)
+                continue
             for key, convert in converters:
                 value = record.get(key)
                 if value is not None:

@@ -11,6 +11,7 @@ import time
 import typing as t
 from pathlib import Path
 
+import msgspec
 import sqlalchemy.exc
 from singer_sdk import typing as th
 from singer_sdk.exceptions import (
@@ -29,6 +30,7 @@ from target_sqlite import s3, snapshot
 from target_sqlite.connector import DEFAULT_BUSY_TIMEOUT_SECONDS, SQLiteConnector
 from target_sqlite.errors import TargetSQLiteError, explain_sqlite_error
 from target_sqlite.reader import MsgspecSingerReader
+from target_sqlite.rows import RowDecoder
 from target_sqlite.sink import SQLiteSink
 
 if sys.version_info >= (3, 12):
@@ -40,6 +42,10 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.capabilities import CapabilitiesEnum
     from singer_sdk.mapper import StreamMap
     from singer_sdk.plugin_base import _ConfigInput
+
+
+class _UnroutedRecord(msgspec.Struct, tag_field="stream", tag=""):
+    """The other member of the RECORD line union when only one stream is decoded directly."""
 
 
 class TargetSQLite(SQLTarget):
@@ -180,6 +186,11 @@ class TargetSQLite(SQLTarget):
         self._finished = False
         # Streams whose RECORD messages take the direct path: stream name -> (sink, batch size).
         self._direct_sinks: dict[str, tuple[Sink, int]] = {}
+        # Of those, the streams whose RECORD lines are decoded straight into rows: the type each
+        # such line decodes into -> (sink, batch size, struct fields -> row). See
+        # _take_record_line.
+        self._line_takers: dict[type, tuple[Sink, int, t.Callable[[tuple], tuple | None]]] = {}
+        self._line_decoder: msgspec.json.Decoder | None = None
 
     @property
     def database(self) -> Path:
@@ -244,10 +255,30 @@ class TargetSQLite(SQLTarget):
         super()._process_schema_message(message_dict)
         # Sinks and stream maps change only here, so this is where the direct path is re-decided.
         self._direct_sinks = {}
+        self._line_takers = {}
         for stream_name, stream_maps in self.mapper.stream_maps.items():
             sink = self._direct_sink(stream_name, stream_maps)
             if sink is not None:
                 self._direct_sinks[stream_name] = (sink, sink.max_size)
+                decoder: RowDecoder | None = getattr(sink, "row_decoder", None)
+                if decoder is not None and stream_name != _UnroutedRecord.__struct_config__.tag:
+                    message_type = msgspec.defstruct(
+                        "RecordMessage",
+                        [("type", t.Literal["RECORD"]), ("record", decoder.record_type)],
+                        tag_field="stream",
+                        tag=stream_name,
+                        gc=False,
+                    )
+                    self._line_takers[message_type] = (sink, sink.max_size, decoder.convert)
+        reader = t.cast("MsgspecSingerReader", self.message_reader)
+        if self._line_takers:
+            # Always a union: msgspec insists on the "stream" tag only for union members.
+            message_types = (*self._line_takers, _UnroutedRecord)
+            self._line_decoder = msgspec.json.Decoder(t.Union[message_types])  # noqa: UP007
+            reader.take_record_line = self._take_record_line
+        else:
+            self._line_decoder = None
+            reader.take_record_line = None
 
     def _direct_sink(self, stream_name: str, stream_maps: list[StreamMap]) -> Sink | None:
         """The stream's sink if its records may skip the SDK's generic dispatch, else None.
@@ -298,6 +329,37 @@ class TargetSQLite(SQLTarget):
                 sink._singer_validate_message(record)  # raises the SDK's own error
         sink.tally_record_read()
         sink.process_record(record, context)
+        self._record_taken(sink, max_size)
+
+    def _take_record_line(self, line: bytes | str) -> bool:
+        """The direct path for a RECORD line as read: queue its row, or return False.
+
+        One msgspec decode, typed per stream from its schema (rows.py), parses the line and
+        checks the record's types; the stream's conversion adds the other checks and makes the
+        row. A line it does not accept (another message type or stream, a record it leaves to the
+        generic path) returns False and so is parsed as usual and reaches
+        _process_record_message, which loads it or fails with the usual error. The sink calls
+        are those of the direct path, minus the ones that are no-ops here (no ``_sdc_*`` columns
+        to strip, keys checked by the decoder).
+        """
+        try:
+            message = self._line_decoder.decode(line)  # type: ignore[union-attr]
+        except msgspec.MsgspecError:
+            return False
+        taker = self._line_takers.get(type(message))
+        if taker is None:
+            return False
+        sink, max_size, convert = taker
+        row = convert(msgspec.structs.astuple(message.record))
+        if row is None:
+            return False
+        sink.tally_record_read()
+        sink.process_record(row, sink._get_context(row))  # type: ignore[arg-type]
+        self._record_taken(sink, max_size)
+        return True
+
+    def _record_taken(self, sink: Sink, max_size: int) -> None:
+        """What follows every queued record on the direct paths, as in the SDK's dispatch."""
         sink.record_counter_metric.increment()
         if sink.current_size >= max_size:
             self.logger.info(
@@ -365,8 +427,8 @@ class TargetSQLite(SQLTarget):
         # Singer records are acyclic JSON data that reference counting frees; the cyclic GC only
         # re-scans the ~10^5 objects of the imported libraries and the pending batch, which cost
         # ~25% of the per-record time. Freezing the start-up objects and collecting the young
-        # generation less often removes most of that (measured: 29 -> 22 us/record).
-        gc.collect()
+        # generation less often removes most of that (measured: 29 -> 22 us/record). No collection
+        # first: the little garbage the imports left is not worth a full pass over ~10^5 objects.
         gc.freeze()
         gc.set_threshold(10_000, 20, 20)
         # Known failures end with one plain error line (and exit 1) instead of a traceback, so the

@@ -27,7 +27,7 @@ else:
 Check = t.Callable[[t.Any], bool]
 
 # Keywords that do not restrict values (annotations) or that the compiler handles itself.
-_ANNOTATIONS = frozenset(
+ANNOTATIONS = frozenset(
     {
         "$schema",
         "$id",
@@ -81,7 +81,7 @@ class _Compiler:
 
     @staticmethod
     def _classes(schema: dict) -> frozenset[type] | None:
-        if not isinstance(schema, dict) or not set(schema) <= _ANNOTATIONS | _HANDLED:
+        if not isinstance(schema, dict) or not set(schema) <= ANNOTATIONS | _HANDLED:
             return None
         types = schema.get("type")
         names = [types] if isinstance(types, str) else list(types or [])
@@ -149,7 +149,7 @@ class _Compiler:
         return checks
 
 
-def _compile(schema: dict) -> Check | None:
+def compile_check(schema: dict) -> Check | None:
     """A check that is True only for values the schema accepts, or None if unsupported."""
     compiler = _Compiler()
     name = compiler.function(schema)
@@ -180,7 +180,7 @@ class CompiledSchemaValidator(BaseJSONSchemaValidator):
         super().__init__(schema)
         # Also checks the schema itself (InvalidJSONSchema on a broken schema).
         self._full = JSONSchemaValidator(schema)
-        self._fast = _compile(schema) if "$ref" not in str(schema) else None
+        self._fast = compile_check(schema) if "$ref" not in str(schema) else None
         self._datetime_fields = _datetime_fields(schema)
 
     @override
