@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -188,13 +189,21 @@ def meltano_env(sys_dir: Path) -> dict[str, str]:
 
 
 def meltano_install(meltano: Path, sys_dir: Path, plugins: Sequence[str], log: Path) -> None:
-    """`meltano install` once per cache directory (the plugins are `pip_url: -e .` editable)."""
+    """`meltano install --clean`, again only when meltano.yml or pyproject.toml has changed.
+
+    The plugins are `pip_url: -e .` editable, so a code change needs no reinstall; a change to
+    how they are installed (meltano.yml's `env:`, say) or to their dependencies does, and only a
+    clean one: uv leaves the packages it already has as they are (uncompiled, for one).
+    """
+    recipe = hashlib.sha256(
+        b"".join((REPO / name).read_bytes() for name in ("meltano.yml", "pyproject.toml"))
+    ).hexdigest()[:16]
     marker = sys_dir / f"installed-{'-'.join(plugins)}"
-    if marker.exists():
+    if marker.exists() and marker.read_text() == recipe:
         return
     sys_dir.mkdir(parents=True, exist_ok=True)
-    run([meltano, "install", *plugins], log=log, env=meltano_env(sys_dir), cwd=REPO)
-    marker.touch()
+    run([meltano, "install", "--clean", *plugins], log=log, env=meltano_env(sys_dir), cwd=REPO)
+    marker.write_text(recipe)
 
 
 def meltano_plugin_executable(sys_dir: Path, kind: str, name: str) -> Path:

@@ -14,7 +14,9 @@ install() {  # install VENV ARGS...: create the virtualenv if needed, then insta
     shift
     [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check uv
-    "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" "$@"
+    # --compile-bytecode writes the .pyc files pip would: with PYTHONDONTWRITEBYTECODE set (as on
+    # CI machines) every tap and target process the tests start would otherwise compile the SDK.
+    "$venv/bin/uv" pip install --quiet --compile-bytecode --python "$venv/bin/python" "$@"
 }
 install .venv -e '.[dev]'
 install .venv-meltano -r requirements/meltano.txt

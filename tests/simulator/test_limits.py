@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from qualys_simulator.faults import IN_FLIGHT_GRACE_SEC
 from qualys_simulator.testing import Simulator
 from tests.simulator.helpers import HL, HLD, KB, LIMIT_HEADERS, call, simple_return, xml
 
@@ -91,7 +92,7 @@ def test_rate_limit_1965_with_to_wait(limited: Simulator) -> None:
     # A call right after the refusal may have been in flight already: not counted either way.
     assert call(limited, KB, {"ids": "10000"}).status_code == 409
     assert limited.stats()["towait"] == {"honoured": 0, "violated": 0}
-    time.sleep(0.15)  # past the in-flight grace: this caller ignored the ToWait
+    time.sleep(IN_FLIGHT_GRACE_SEC + 0.05)  # past the in-flight grace: this caller ignored it
     assert call(limited, KB, {"ids": "10000"}).status_code == 409
     time.sleep(wait + 0.1)
     assert call(limited, KB, {"ids": "10000"}).status_code == 200  # honoured
