@@ -66,7 +66,7 @@ if t.TYPE_CHECKING:
 
 
 #: Read the body in pieces this big; the XML parser is fed as they arrive.
-CHUNK_SIZE = 256 * 1024
+CHUNK_SIZE = 1024 * 1024
 #: A spooled page stays in memory up to this size, then moves to a temporary file.
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 #: Records per msgpack frame in the spool.

@@ -615,3 +615,50 @@ def test_any_warning_with_a_url_pages():
     assert page.warning_code == 1999
     assert page.next_url is not None
     assert page.next_url.endswith("id_min=1003")
+
+
+class CountingLock:
+    """A lock that records how it was used, for the parser's cpu_lock."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self.acquired = 0
+
+    def __enter__(self) -> None:
+        assert not self.held
+        self.held = True
+        self.acquired += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.held = False
+
+
+def test_cpu_lock_is_held_per_chunk_parsed_and_never_while_reading() -> None:
+    body = fixture("host_list_detection.xml")
+    lock = CountingLock()
+    reads_under_lock = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal reads_under_lock
+        for chunk in chunks_of(body, 512):
+            reads_under_lock += lock.held
+            yield chunk
+
+    records = list(parse_host_list_detection(chunks(), cpu_lock=lock))
+    assert records == list(parse_host_list_detection(chunks_of(body)))
+    assert reads_under_lock == 0
+    assert lock.acquired == len(list(chunks_of(body, 512)))
+    assert not lock.held
+
+
+def test_cpu_lock_is_released_when_a_page_fails_or_is_abandoned() -> None:
+    lock = CountingLock()
+    cut = fixture("host_list_detection.xml")[:-200] + b"<<broken"
+    with pytest.raises((QualysXMLError, QualysTruncatedResponseError)):
+        list(parse_host_list_detection(chunks_of(cut, 512), cpu_lock=lock))
+    assert not lock.held
+    page = parse_host_list_detection(chunks_of(fixture("host_list_detection.xml"), 512), lock)
+    next(page)
+    assert lock.held  # a record is handed over while its chunk is being parsed
+    page._records.close()  # type: ignore[attr-defined]  # what dropping the iterator does
+    assert not lock.held

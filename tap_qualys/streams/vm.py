@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import typing as t
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -261,6 +262,7 @@ class HostDetectionsStream(QualysVMStream):
         self._batch_count = 0
         self._all_queued = False
         self._pipeline: OrderedPipeline[tuple[int, int, FetchedPage]] | None = None
+        self._parse_lock = threading.Lock()
 
     def queue_batch(self, host_ids: list[int], *, last: bool) -> Context:
         """Take a batch of host ids from the parent; return the child context naming it."""
@@ -271,7 +273,10 @@ class HostDetectionsStream(QualysVMStream):
 
     @override
     def parse_response(self, response: requests.Response) -> qualys_xml.XMLPage:
-        return qualys_xml.parse_host_list_detection(response.iter_content(CHUNK_SIZE))
+        # Batches download in parallel but parse one chunk at a time (see XMLPage's cpu_lock).
+        return qualys_xml.parse_host_list_detection(
+            response.iter_content(CHUNK_SIZE), cpu_lock=self._parse_lock
+        )
 
     @override
     def qualys_params(self, context: Context | None) -> dict[str, t.Any]:
