@@ -911,7 +911,10 @@ NOTES = {
         "throttle batch creation). For N = 1, 2, 4: simulator concurrency limit = N and tap "
         "`max_concurrency` = N. A thread polls `/admin/stats` every 20 ms; the detection phase "
         "= first to last sample with a detection call running; speedup = phase(1) / phase(N); "
-        "slots busy = mean running calls / N over the phase; 409s from the stats' responses."
+        "slots busy = mean running calls / N over the phase; 409s from the stats' responses. "
+        "The phase includes the tap's concurrency probe (one call, one latency): until Qualys "
+        "has said how many calls it allows, one runs. 40 batches, as a real sync has tens to "
+        "hundreds: that one latency is paid once per run, not per batch."
     ),
     "memory": (
         "**5 Memory.** Peak RSS of the tap process itself for one Host List Detection answer "

@@ -69,7 +69,7 @@ if t.TYPE_CHECKING:
 CHUNK_SIZE = 1024 * 1024
 #: A spooled page stays in memory up to this size, then moves to a temporary file.
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
-#: Records per msgpack frame in the spool.
+#: Records per frame in the spool.
 SPOOL_FRAME_RECORDS = 256
 #: Error bodies are small SIMPLE_RETURN documents; never read more than this of one.
 MAX_ERROR_BODY = 1024 * 1024
@@ -135,7 +135,7 @@ class EncodedRecord:
     """A RECORD message already serialised, standing in for the record in the SDK's loop.
 
     On detections, decoding each spooled record back into a dict only to encode it again as a
-    RECORD message was a third of the tap's CPU. When nothing can change a record between the
+    RECORD message was about a quarter of the tap's CPU. When nothing can change a record between the
     spool and stdout (every property selected, no stream map, no flattening: see
     ``HostDetectionsStream.emits_encoded``), the stream yields these instead; the SDK's loop
     still counts each one, and :meth:`QualysVMStream._generate_record_messages` hands it to the
@@ -154,7 +154,7 @@ def record_line_parts(stream: str, version: int | None, extracted: datetime) -> 
     """The bytes before and after a record's JSON in its RECORD message line.
 
     The same fields, order and formats as the SDK's ``RecordMessage`` written by its msgspec
-    writer (tests/test_review_fixes.py compares the two).
+    writer (tests/test_vm_streams.py compares the two).
     """
     encode = msgspec.json.encode
     prefix = b'{"type":"RECORD","stream":' + encode(stream) + b',"record":'
