@@ -135,8 +135,8 @@ class EncodedRecord:
     """A RECORD message already serialised, standing in for the record in the SDK's loop.
 
     On detections, decoding each spooled record back into a dict only to encode it again as a
-    RECORD message was about a quarter of the tap's CPU. When nothing can change a record between the
-    spool and stdout (every property selected, no stream map, no flattening: see
+    RECORD message was about a quarter of the tap's CPU. When nothing can change a record
+    between the spool and stdout (every property selected, no stream map, no flattening: see
     ``HostDetectionsStream.emits_encoded``), the stream yields these instead; the SDK's loop
     still counts each one, and :meth:`QualysVMStream._generate_record_messages` hands it to the
     writer, which writes ``line`` as it is. Not a dict on purpose: code that reads a field from

@@ -298,7 +298,8 @@ class HostDetectionsStream(QualysVMStream):
         if context and "host_batch" in context:
             params["ids"] = ",".join(str(i) for i in self._batches[context["host_batch"]])
         if context and context.get("probe"):
-            # One host, no RESULTS: a few KB that carry the limit headers (docs §5).
+            # One host, no RESULTS: a few KB that carry the limit headers
+            # (docs/qualys-api.md §7).
             params.update(truncation_limit=1, show_results=0)
         return params
 
@@ -334,10 +335,10 @@ class HostDetectionsStream(QualysVMStream):
         """Learn this API's parallel-call limit with one cheap call before batches run.
 
         Until an answer has shown ``X-Concurrency-Limit-Limit`` only one call runs (an Express
-        subscription allows one), so without this the whole first batch would run alone while
-        the other slots stay idle. The probe asks for the first batch with ``truncation_limit=1``
-        and no RESULTS (the concurrency probe of docs/qualys-api.md §5); its records are
-        dropped, the batch itself is fetched as usual.
+        subscription allows one), so without this the first batches would be queued for one
+        slot while the others stay idle. The probe asks for the first batch with
+        ``truncation_limit=1`` and no RESULTS (the concurrency probe of docs/qualys-api.md §7);
+        its records are dropped, the batch itself is fetched as usual.
         """
         if self.limit.ceiling <= 1:
             return
