@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from target_sqlite.target import TargetSQLite
 
 EXECUTABLE = Path(sys.executable).parent / "target-sqlite"
 
@@ -130,3 +133,31 @@ def query(database: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 @pytest.fixture
 def database(tmp_path: Path) -> Path:
     return tmp_path / "out" / "qualys.db"
+
+
+def listen_in_process(
+    database: Path,
+    messages: list[dict[str, Any]],
+    *,
+    direct: bool,
+    max_age_minutes: float | None = None,
+    **config: Any,
+) -> TargetSQLite:
+    """The target in this process, fed ``messages``; ``direct=False`` turns its direct path off."""
+    target = TargetSQLite(config={"database": str(database), "batch_size_rows": 3, **config})
+    if not direct:
+        target._direct_sink = lambda *_: None  # type: ignore[method-assign]
+    if max_age_minutes is not None:
+        target._MAX_RECORD_AGE_IN_MINUTES = max_age_minutes
+    lines = "".join(json.dumps(m) + "\n" for m in messages).encode()
+    target.listen(io.BytesIO(lines))  # type: ignore[arg-type]
+    return target
+
+
+def dump_database(database: Path) -> list[str]:
+    """The whole database as SQL text, to compare two loads."""
+    conn = sqlite3.connect(database)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()

@@ -8,7 +8,6 @@ messages in the same order, the same counters, the same errors.
 from __future__ import annotations
 
 import inspect
-import io
 import json
 import sqlite3
 import typing as t
@@ -26,6 +25,8 @@ from target_sqlite.target import TargetSQLite
 from tests.target_sqlite.conftest import (
     DETECTION_PROPERTIES,
     detection,
+    dump_database,
+    listen_in_process,
     record_message,
     schema_message,
 )
@@ -57,32 +58,6 @@ MESSAGES: list[dict[str, t.Any]] = [
     _state(3),
     record_message(detection(12, qds=None, cvss=None, asset=None)),
 ]
-
-
-def _listen(
-    database: Path,
-    messages: list[dict[str, t.Any]],
-    *,
-    direct: bool,
-    max_age_minutes: float | None = None,
-    **config: t.Any,
-) -> TargetSQLite:
-    target = TargetSQLite(config={"database": str(database), "batch_size_rows": 3, **config})
-    if not direct:
-        target._direct_sink = lambda *_: None  # type: ignore[method-assign]
-    if max_age_minutes is not None:
-        target._MAX_RECORD_AGE_IN_MINUTES = max_age_minutes
-    lines = "".join(json.dumps(m) + "\n" for m in messages).encode()
-    target.listen(io.BytesIO(lines))  # type: ignore[arg-type]
-    return target
-
-
-def _dump(database: Path) -> list[str]:
-    conn = sqlite3.connect(database)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
 
 
 def _counters(target: TargetSQLite) -> dict[str, tuple[int, int]]:
@@ -162,14 +137,18 @@ def test_direct_path_leaves_what_the_sdk_path_leaves(
     # max age 0 makes every record trigger the SDK's full drain, which emits STATE: the STATE
     # lines then interleave with the records, so their order is compared too.
     sdk_calls = _SDKDispatchCounter(monkeypatch)
-    sdk = _listen(tmp_path / "sdk.db", MESSAGES, direct=False, max_age_minutes=max_age_minutes)
+    sdk = listen_in_process(
+        tmp_path / "sdk.db", MESSAGES, direct=False, max_age_minutes=max_age_minutes
+    )
     sdk_states = capsys.readouterr().out
     assert sdk_calls.calls == 19
-    direct = _listen(tmp_path / "direct.db", MESSAGES, direct=True, max_age_minutes=max_age_minutes)
+    direct = listen_in_process(
+        tmp_path / "direct.db", MESSAGES, direct=True, max_age_minutes=max_age_minutes
+    )
     direct_states = capsys.readouterr().out
     assert sdk_calls.calls == 19  # no record took the SDK's dispatch
 
-    assert _dump(tmp_path / "direct.db") == _dump(tmp_path / "sdk.db")
+    assert dump_database(tmp_path / "direct.db") == dump_database(tmp_path / "sdk.db")
     assert direct_states == sdk_states
     assert json.loads(direct_states.splitlines()[-1]) == _state(3)["value"]
     if max_age_minutes == 0:
@@ -196,13 +175,13 @@ def test_features_the_direct_path_does_not_cover_take_the_sdk_path(
 ) -> None:
     sdk_calls = _SDKDispatchCounter(monkeypatch)
     messages = [schema_message(keys=KEYS), *(record_message(detection(i)) for i in (1, 2))]
-    _listen(tmp_path / "out.db", messages, direct=True, **config)
+    listen_in_process(tmp_path / "out.db", messages, direct=True, **config)
     assert sdk_calls.calls == 2
 
 
 def test_sdc_metadata_columns_are_still_written_with_add_record_metadata(tmp_path: Path) -> None:
     messages = [schema_message(keys=KEYS), record_message(detection(1))]
-    _listen(tmp_path / "out.db", messages, direct=True, add_record_metadata=True)
+    listen_in_process(tmp_path / "out.db", messages, direct=True, add_record_metadata=True)
     conn = sqlite3.connect(tmp_path / "out.db")
     received = conn.execute("SELECT _sdc_received_at FROM host_detections").fetchone()[0]
     assert received is not None
@@ -227,4 +206,4 @@ def test_bad_records_fail_the_same_way_on_both_paths(
 ) -> None:
     messages = [schema_message(keys=KEYS), record_message(detection(1)), record_message(record)]
     with pytest.raises(error, match=fragment):
-        _listen(tmp_path / "out.db", messages, direct=direct)
+        listen_in_process(tmp_path / "out.db", messages, direct=direct)

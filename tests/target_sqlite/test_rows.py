@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 import random
 import sqlite3
 import typing as t
@@ -17,7 +15,13 @@ from target_sqlite.errors import TargetSQLiteError
 from target_sqlite.rows import compile_row_decoder, json_text
 from target_sqlite.target import TargetSQLite
 from target_sqlite.validation import CompiledSchemaValidator
-from tests.target_sqlite.conftest import detection, record_message, schema_message
+from tests.target_sqlite.conftest import (
+    detection,
+    dump_database,
+    listen_in_process,
+    record_message,
+    schema_message,
+)
 from tests.target_sqlite.test_validation import VALUES
 
 SCHEMA: dict[str, t.Any] = {
@@ -141,23 +145,6 @@ def test_additional_properties_false_leaves_unknown_fields_to_the_generic_path()
 DETECTION_KEYS = ["unique_vuln_id"]
 
 
-def _listen(database: Path, messages: list[dict[str, t.Any]], *, typed: bool) -> TargetSQLite:
-    target = TargetSQLite(config={"database": str(database), "batch_size_rows": 4})
-    if not typed:
-        target._direct_sink = lambda *_: None  # type: ignore[method-assign]
-    lines = "".join(json.dumps(m) + "\n" for m in messages).encode()
-    target.listen(io.BytesIO(lines))  # type: ignore[arg-type]
-    return target
-
-
-def _dump(database: Path) -> list[str]:
-    conn = sqlite3.connect(database)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
-
-
 def test_typed_lines_and_fallbacks_keep_message_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,12 +169,12 @@ def test_typed_lines_and_fallbacks_keep_message_order(
         record_message({"id": 1}, "unknown_stream_is_not_taken"),
     ]
     with pytest.raises(Exception, match="unknown_stream_is_not_taken"):
-        _listen(tmp_path / "typed.db", messages, typed=True)
+        listen_in_process(tmp_path / "typed.db", messages, direct=True, batch_size_rows=4)
     assert taken == [*[True] * 6, False, True, False, False, False]
     # Without the last line, the same database as the SDK's own dispatch.
-    typed = _listen(tmp_path / "typed2.db", messages[:-1], typed=True)
-    sdk = _listen(tmp_path / "sdk.db", messages[:-1], typed=False)
-    assert _dump(tmp_path / "typed2.db") == _dump(tmp_path / "sdk.db")
+    typed = listen_in_process(tmp_path / "typed2.db", messages[:-1], direct=True, batch_size_rows=4)
+    sdk = listen_in_process(tmp_path / "sdk.db", messages[:-1], direct=False, batch_size_rows=4)
+    assert dump_database(tmp_path / "typed2.db") == dump_database(tmp_path / "sdk.db")
     sink, sdk_sink = typed._sinks_active["host_detections"], sdk._sinks_active["host_detections"]
     assert sink._total_records_read == sdk_sink._total_records_read == 9
     rows = sqlite3.connect(tmp_path / "typed2.db").execute(
@@ -223,5 +210,5 @@ def test_invalid_records_fail_with_the_generic_paths_error(
         record_message(record),
     ]
     with pytest.raises(error, match=fragment) as raised:
-        _listen(tmp_path / "out.db", messages, typed=typed)
+        listen_in_process(tmp_path / "out.db", messages, direct=typed, batch_size_rows=4)
     assert "\n" not in str(raised.value) or error is MissingKeyPropertiesError
