@@ -881,8 +881,8 @@ NOTES = {
         "(interpreter start, discovery of settings and the Host List call included); the context "
         "also gives it on CPU seconds, and without a 1-host run's cost (`id_max`). Floor = the "
         "fastest of `benchmarks/parsers.py`'s floor parsers (lxml pull parser, pyexpat, "
-        "xmltodict; dict per DETECTION + `orjson.dumps`) on the same cached HLD bytes in memory, "
-        "in 64 KiB chunks, timed in the same repetition."
+        "ElementTree pull parser, xmltodict; dict per DETECTION + `orjson.dumps`) on the same "
+        "cached HLD bytes in memory, in 64 KiB chunks, timed in the same repetition."
     ),
     "target": (
         "**2 Target path.** The host_detections SCHEMA and RECORD messages the tap emitted in "
