@@ -1,6 +1,6 @@
 """The simulated Qualys gateway: ``/auth`` (JWT), CSAM asset search/count and PCRS posture.
 
-Wire formats follow ``docs/qualys-api.md`` §1, §8, §9 and §11 of the shared docs; the data comes
+Wire formats follow ``docs/qualys-api.md`` §1, §8, §9 and §11; the data comes
 from ``gateway_data``. The core server routes every gateway path to ``GatewayAPI.handle``; this
 module does its own JWT checks, its own 429 throttling (the gateway does not use the VM API's
 409 limits) and reports to the shared ``Stats`` and ``FaultInjector``.

@@ -90,7 +90,7 @@ def test_target_sqlite_then_incremental(pipeline: Pipeline, tmp_path: Path) -> N
 @pytest.mark.xfail(
     strict=True,
     reason="purged hosts are not detected yet: needs a periodic full "
-    "host-id comparison (shared/docs/qualys-api.md section 6)",
+    "host-id comparison (docs/qualys-api.md section 6)",
 )
 @pytest.mark.parametrize("sim", [{"hosts": 20, "policies": 2}], indirect=True)
 def test_target_sqlite_incremental_with_purges(pipeline: Pipeline, tmp_path: Path) -> None:
