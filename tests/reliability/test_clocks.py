@@ -164,3 +164,23 @@ def test_csam_with_the_local_clock_ahead_loses_no_change(tmp_path: Path) -> None
         assert (during.tap_rc, during.target_rc) == (0, 0), during.describe()
         pipeline.sync(state=during.last_state, streams=("csam_assets",))
         pipeline.assert_ground_truth(("csam_assets",), context="tap clock 10 min ahead")
+
+
+def test_a_qualys_clock_in_2099_never_becomes_a_bookmark(tmp_path: Path) -> None:
+    """Every stream against a server whose clock (DATETIME, Date, record dates) says 2099."""
+    with simulator(**SMALL_WORLD, start="2099-01-01T00:00:00Z") as own:
+        pipeline = Pipeline(own, tmp_path)
+        first = pipeline.sync()
+        assert first.last_state is not None
+        latest = datetime.now(timezone.utc) + timedelta(minutes=60)
+        for stream, state in first.last_state["bookmarks"].items():
+            for key in ("replication_key_value", "vm_processed_after"):
+                if state.get(key):
+                    moment = datetime.fromisoformat(state[key].replace("Z", "+00:00"))
+                    assert moment <= latest, f"{stream} bookmark {key} {state[key]}"
+        warned = " ".join(line for line in first.log(("WARNING",)) if "2099" in line)
+        for stream in ("hosts", "csam_assets"):
+            assert f"{stream}: " in warned, first.describe()
+        # The state is one the tap accepts again, and it reads what it must.
+        pipeline.sync(state=first.last_state)
+        pipeline.assert_ground_truth(context="a server clock in 2099")
