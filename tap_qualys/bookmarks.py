@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from tap_qualys.casting import CastError, format_utc, parse_utc
 
 if t.TYPE_CHECKING:
-    from collections.abc import Collection, Iterator, Mapping
+    from collections.abc import Iterator, Mapping
 
 DEFAULT_MAX_CLOCK_SKEW_MINUTES = 60
 #: The keys of a stream's (or partition's) state that hold a date-time bookmark.
@@ -56,7 +56,7 @@ def read_state_file(handle: t.IO[str]) -> io.StringIO:
     """
     text = handle.read()
     try:
-        state = json.loads(text) if text.strip() else {}
+        state = json.loads(text)
     except ValueError as exc:
         msg = f"not JSON ({exc}); {FIX}"
         raise StateError(msg) from None
@@ -64,7 +64,7 @@ def read_state_file(handle: t.IO[str]) -> io.StringIO:
     if problem:
         msg = f"{problem}; {FIX}"
         raise StateError(msg)
-    return io.StringIO(text if text.strip() else "{}")
+    return io.StringIO(text)
 
 
 def _shape_problem(state: t.Any) -> str | None:
@@ -125,7 +125,6 @@ def kept_bookmark(previous: str | None) -> str:
 def check_bookmarks(
     state: Mapping[str, t.Any],
     config: Mapping[str, t.Any],
-    streams: Collection[str],
     now: datetime | None = None,
 ) -> None:
     """Refuse a state whose date-time bookmarks are unreadable or in the future."""
@@ -136,8 +135,6 @@ def check_bookmarks(
         msg = f"{problem}; {FIX}"
         raise StateError(msg)
     for stream, stream_state in state.get("bookmarks", {}).items():
-        if stream not in streams:
-            continue
         for key, value in _date_bookmarks(stream_state):
             try:
                 moment = parse_utc(value)

@@ -503,7 +503,7 @@ class TapQualys(Tap):
     @override
     def load_state(self, state: dict[str, t.Any]) -> None:
         # Before any stream syncs: a bookmark in the future would make every run a silent no-op.
-        bookmarks.check_bookmarks(state, self.config, {s.name for s in STREAM_TYPES})
+        bookmarks.check_bookmarks(state, self.config)
         super().load_state(state)
 
     @override
