@@ -305,12 +305,14 @@ class CsamAssetsStream(QualysGatewayStream):
                 f"is unknown and the bookmark does not move: {kept}"
             )
             cap = format_utc(parse_utc(previous), milliseconds=True) if previous else EPOCH
+        self._run_started = cap
         started = (state.get(self.resume_key) or {}).get("started")
         if started and self._resume_point(query, warn=False):
             original = parse_utc(started)
             if original < parse_utc(cap):
                 cap = format_utc(original, milliseconds=True)
-        self._run_started = cap
+                self._run_started = started  # as written, through any number of resumes
+        # In the records' own format: the SDK compares the signpost with them as strings.
         self.state_manager.write_replication_key_signpost(cap, context=context)
 
     def _resume_point(self, query: dict[str, t.Any], *, warn: bool = True) -> int:
