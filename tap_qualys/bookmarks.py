@@ -9,8 +9,9 @@ after it, gets none, and exits 0. So no bookmark is ever later than this machine
   fix. It is refused rather than clamped to now: clamping would silently skip every change
   between the last good run and now, and only the user knows when that was.
 - **New bookmarks** come from Qualys' clock (a Host List answer's DATETIME, the gateway's
-  ``Date`` header) and from record values. A value beyond the horizon is not taken: the stream
-  logs a warning naming it and keeps its previous bookmark (see the streams).
+  ``Date`` header) and from record values capped at the run's start. A server time beyond the
+  horizon is not taken: the stream logs a warning naming it and keeps its previous bookmark. A
+  record value beyond it gets the same warning; the cap keeps it out of the bookmark.
 
 The default skew, 60 minutes, is the smallest overlap a stream re-reads (``hosts_overlap_minutes``,
 ``csam_overlap_minutes``): a server clock that far ahead costs nothing the overlap does not cover.
