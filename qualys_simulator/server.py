@@ -13,6 +13,7 @@ import ssl
 import struct
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
@@ -171,6 +172,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return self.server_version
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header tells the simulated clock, like RESPONSE/DATETIME: clients that take
+        # the server's time from either must see the same one (tests move it with --start).
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        return format_datetime(self.server.simulator.world.clock.now(), usegmt=True)
     server: SimulatorHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -12,6 +12,8 @@ Choices:
   significant digits, so the float's shortest repr round-trips the text exactly, and floats
   serialise with every JSON library (``Decimal`` does not with orjson, and would be slower).
 - ``date-time`` becomes ``YYYY-MM-DDTHH:MM:SSZ`` (UTC). ``YYYY-MM-DD`` is accepted as midnight UTC.
+  Bookmarks, settings and HTTP ``Date`` headers are read here too (:func:`parse_utc`,
+  :func:`http_date`), and written back as text with :func:`format_utc`.
 - ``boolean`` accepts ``0``/``1`` (what Qualys sends) and ``true``/``false``.
 - Text that does not fit its type raises ``CastError``; nothing is coerced silently.
 - Whitespace around a value is padding (pretty-printed CDATA) and is stripped; an empty or
@@ -26,6 +28,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
+from email.utils import parsedate_to_datetime
 from enum import Enum
 from importlib import resources
 from typing import Any, Final
@@ -37,7 +40,10 @@ __all__ = [
     "Kind",
     "ObjectSpec",
     "compile_schema",
+    "format_utc",
+    "http_date",
     "load_stream_spec",
+    "parse_utc",
     "to_boolean",
     "to_datetime",
     "to_integer",
@@ -146,6 +152,60 @@ def _to_datetime(text: str) -> str | None:
         # Qualys documents every datetime as UTC; an offset-less value is UTC too.
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_JSON_TYPES: Final = {
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+    list: "array",
+    dict: "object",
+}
+
+
+def parse_utc(value: datetime | str) -> datetime:
+    """A bookmark, setting or record date-time as an aware UTC datetime.
+
+    Accepts what the tap itself writes (``...Z``, ``...+00:00``, with or without fractions) and a
+    bare ``YYYY-MM-DD``; an offset-less value is UTC, as everywhere in Qualys. Anything else,
+    including a number, raises ``CastError``.
+    """
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            msg = f"not an ISO-8601 date-time: {value!r}"
+            raise CastError(msg) from None
+    else:
+        kind = _JSON_TYPES.get(type(value), type(value).__name__)
+        msg = f"not an ISO-8601 date-time: {json.dumps(value)[:60]} (a JSON {kind})"
+        raise CastError(msg)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def format_utc(value: datetime, *, milliseconds: bool = False) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ``, the form of Qualys' VM API; ``.mmmZ`` that of its gateway."""
+    value = value.astimezone(timezone.utc)
+    if milliseconds:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def http_date(value: str | None) -> datetime | None:
+    """An HTTP ``Date`` header (``Fri, 04 Dec 2026 17:25:44 GMT``) in UTC; None if unusable."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parse_utc(parsed)
 
 
 _CASTERS: Final[dict[tuple[str, str | None], Caster]] = {

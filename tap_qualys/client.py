@@ -656,6 +656,8 @@ class QualysGatewayStream(QualysStream[t.Any]):
         """Set up the date normaliser."""
         super().__init__(*args, **kwargs)
         self.normalize_dates = DateNormalizer(self.schema)
+        #: The ``Date`` header of the latest answer: the gateway's clock, for bookmarks.
+        self.server_date: str | None = None
 
     @override
     @property
@@ -728,6 +730,7 @@ class QualysGatewayStream(QualysStream[t.Any]):
                         response.status_code, response.content, response.headers
                     )
                 )
+            self.server_date = response.headers.get("Date")
             try:
                 decoded = decode_gateway_body(response.content)
             except ValueError as exc:

@@ -12,6 +12,8 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import Message, SingerMessageType
 
+from tap_qualys import bookmarks
+from tap_qualys.bookmarks import StateError
 from tap_qualys.client import EncodedRecord
 from tap_qualys.platforms import PLATFORMS, PlatformError, resolve_urls
 from tap_qualys.retries import QualysAPIError
@@ -132,6 +134,18 @@ CONNECTION_SETTINGS = [
         th.StringType,
         title="CA bundle",
         description="Path to a PEM file of CA certificates to trust (e.g. a TLS proxy's CA).",
+    ),
+    th.Property(
+        "max_clock_skew_minutes",
+        th.IntegerType(minimum=0),
+        default=bookmarks.DEFAULT_MAX_CLOCK_SKEW_MINUTES,
+        title="Max clock skew",
+        description=(
+            "Minutes Qualys' clock may run ahead of this machine's. A server time or record "
+            "date further in the future never becomes a bookmark (a warning names it), and a "
+            "stored bookmark further in the future stops the run: it would skip every change "
+            "until then."
+        ),
     ),
 ]
 
@@ -332,6 +346,17 @@ GATEWAY_SETTINGS = [
         description="Only assets carrying the asset tag with this name (filter tags.name EQUALS).",
     ),
     th.Property(
+        "csam_overlap_minutes",
+        th.IntegerType(minimum=0),
+        default=csam.DEFAULT_OVERLAP_MINUTES,
+        title="CSAM overlap",
+        description=(
+            "Minutes before the CSAM bookmark at which the next run starts, so assets whose "
+            "change Qualys indexed late, or that changed while a run paged past them, are not "
+            "missed."
+        ),
+    ),
+    th.Property(
         "pcrs_batch_size",
         th.IntegerType(minimum=1, maximum=1000),
         default=pcrs.DEFAULT_BATCH_SIZE,
@@ -460,13 +485,26 @@ class TapQualys(Tap):
     @classmethod
     @override
     def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
+        state = kwargs.get("state")
         try:
+            if state is not None:
+                kwargs["state"] = bookmarks.read_state_file(state)
             super().invoke(*args, **kwargs)
+        except StateError as exc:
+            exc.source = f"state file {getattr(state, 'name', '--state')}"
+            cls.logger.error("%s", exc)
+            sys.exit(1)
         except QualysAPIError as exc:
             # The message already says which stream, endpoint and Qualys code failed; a
             # traceback would bury it.
             cls.logger.error("%s", exc)
             sys.exit(1)
+
+    @override
+    def load_state(self, state: dict[str, t.Any]) -> None:
+        # Before any stream syncs: a bookmark in the future would make every run a silent no-op.
+        bookmarks.check_bookmarks(state, self.config)
+        super().load_state(state)
 
     @override
     def discover_streams(self) -> list[Stream]:

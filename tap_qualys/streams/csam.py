@@ -4,10 +4,14 @@ Paging, bookmark and resume:
 
 - ``POST /rest/2.0/search/am/asset?pageSize=300&lastSeenAssetId=N`` pages in ascending assetId
   order; the answer says ``hasMore`` and the ``lastSeenAssetId`` to send next.
-- Incremental on ``lastModifiedDate``: the JSON filter ``asset.lastUpdated GREATER <bookmark>``.
-  Pages are not in date order, so the SDK only promotes the new bookmark when the stream ends,
-  capped at the run's start (the SDK's signpost): an asset changed while the run was paging past
-  it is fetched again next run instead of being skipped.
+- Incremental on ``lastModifiedDate``: the JSON filter ``asset.lastUpdated GREATER <bookmark
+  minus csam_overlap_minutes>``. Pages are not in date order, so the SDK only promotes the new
+  bookmark when the stream ends, capped at the run's start (the signpost): an asset changed
+  while the run was paging past it is fetched again next run instead of being skipped. The
+  run's start is the gateway's clock (the ``Date`` header of the run's first answer), never
+  this machine's: with a local clock ahead of Qualys' the cap would be too late and those
+  assets lost. A server time beyond ``max_clock_skew_minutes`` (or none) caps the bookmark at
+  the previous one instead (see ``bookmarks``).
 - Resumable: after every fully emitted page the stream state gets a resume point,
   ``{"resume": {"lastSeenAssetId": N, "query": {...}, "started": <run start>}}``, and a STATE
   message is written at once. A run that starts with a resume point for the same query continues
@@ -30,13 +34,14 @@ import sys
 import time
 import typing as t
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta
 
 from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_qualys import schemas
+from tap_qualys import bookmarks, schemas
 from tap_qualys.auth import GatewayAuthError
+from tap_qualys.casting import format_utc, http_date, parse_utc
 from tap_qualys.client import QualysGatewayStream
 from tap_qualys.retries import QualysAPIError, transient
 
@@ -55,6 +60,11 @@ SCHEMAS = SchemaDirectory(schemas)
 MAX_PAGE_SIZE = 300
 #: Sent or kept whatever ``csam_include_fields`` says: the primary and the replication key.
 REQUIRED_FIELDS = ("assetId", "lastModifiedDate")
+#: How far before the bookmark the next run starts (``csam_overlap_minutes``).
+DEFAULT_OVERLAP_MINUTES = 60
+#: The cap of a first run's bookmark when the gateway's clock is unusable: the next run reads
+#: everything again rather than trusting a time from nowhere.
+EPOCH = "1970-01-01T00:00:00.000Z"
 _INVENTORY_SPELLINGS = ("inventoryListData", "inventory_list_data")
 
 
@@ -129,20 +139,9 @@ class CsamAssetPaginator(BaseAPIPaginator[int]):
         return next_id
 
 
-def _as_datetime(value: datetime | str) -> datetime:
-    """A state or signpost value as an aware UTC datetime."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def qualys_filter_datetime(value: datetime | str) -> str:
     """A bookmark as the filter value: UTC to the second, floored (so the window overlaps)."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_utc(parse_utc(value))
 
 
 class CsamAssetsStream(QualysGatewayStream):
@@ -170,6 +169,9 @@ class CsamAssetsStream(QualysGatewayStream):
         config = self.config
         filters = []
         start = self.get_starting_timestamp(context)
+        if start is not None and self.get_context_state(context).get("replication_key_value"):
+            overlap = config.get("csam_overlap_minutes", DEFAULT_OVERLAP_MINUTES)
+            start -= timedelta(minutes=int(overlap))
         if start is not None:
             filters.append(
                 {
@@ -206,6 +208,10 @@ class CsamAssetsStream(QualysGatewayStream):
         paginator = CsamAssetPaginator(start_id)
         body = {"filters": query["filters"]} if query["filters"] else None
         total = self._count(body)
+        if self.server_date:
+            self._cap_bookmark(context, query)
+        latest = bookmarks.horizon(self.config)
+        warned = False
         while not paginator.finished:
             started = time.monotonic()
             page = self.gateway_call(
@@ -229,7 +235,19 @@ class CsamAssetsStream(QualysGatewayStream):
                 page.has_more,
                 time.monotonic() - started,
             )
+            if self._run_started is None:
+                self._cap_bookmark(context, query)
             for asset in page.assets:
+                if not warned and bookmarks.later_than(asset.get("lastModifiedDate"), latest):
+                    warned = True
+                    self.logger.warning(
+                        bookmarks.future_warning(
+                            self.name,
+                            f"asset {asset.get('assetId')} lastModifiedDate",
+                            asset["lastModifiedDate"],
+                            f"the bookmark is capped at this run's start, {self._run_started}",
+                        )
+                    )
                 self.records_emitted += 1
                 yield read_inventory(asset)
             # The generator only resumes here once the SDK has written the page's last record.
@@ -258,23 +276,44 @@ class CsamAssetsStream(QualysGatewayStream):
 
     @override
     def get_replication_key_signpost(self, context: Context | None = None) -> t.Any:
-        """The SDK caps the new bookmark at this, the run's start; a resumed run's is earlier.
+        """None: the SDK's default is this machine's clock; :meth:`_cap_bookmark` sets it."""
+        return None
 
-        A run resuming after a crash does not re-read the assets up to its resume point, so
-        a change made to them after the interrupted run read them would be skipped if the
-        bookmark moved past it. Capping at the *interrupted* run's start (kept in the resume
-        point, through any number of resumes) makes the next run re-read every change since
-        then. Set here because the SDK asks for the signpost before :meth:`get_records`.
+    def _cap_bookmark(self, context: Context | None, query: dict[str, t.Any]) -> None:
+        """Cap the new bookmark at the run's start on the gateway's clock (the signpost).
+
+        Set once the run's first answer has said what time the gateway has (its ``Date``
+        header): assets changed after that are read again next run. A time the gateway did not
+        give, or one beyond ``max_clock_skew_minutes``, is not trusted: the bookmark then stays
+        where it was. A run resuming after a crash does not re-read the assets up to its
+        resume point, so a change made to them after the interrupted run read them would be
+        skipped if the bookmark moved past it: capping at the *interrupted* run's start (kept
+        in the resume point, through any number of resumes) makes the next run re-read every
+        change since then.
         """
-        signpost = super().get_replication_key_signpost(context)
-        saved = self.stream_state.get(self.resume_key) or {}
-        started = saved.get("started")
-        if started and self._resume_point(self.query(context), warn=False):
-            original = _as_datetime(started)
-            if signpost is None or original < _as_datetime(signpost):
-                signpost = original
-        self._run_started = _as_datetime(signpost).isoformat() if signpost else None
-        return signpost
+        state = self.get_context_state(context)
+        previous = state.get("replication_key_value")
+        server = http_date(self.server_date)
+        if server is not None and not bookmarks.beyond_horizon(server, self.config):
+            cap = format_utc(server, milliseconds=True)
+        else:
+            kept = bookmarks.kept_bookmark(previous)
+            self.logger.warning(
+                bookmarks.future_warning(self.name, "the gateway's clock (Date)", server, kept)
+                if server
+                else f"{self.name}: the gateway sent no usable Date header, so this run's start "
+                f"is unknown and the bookmark does not move: {kept}"
+            )
+            cap = format_utc(parse_utc(previous), milliseconds=True) if previous else EPOCH
+        self._run_started = cap
+        started = (state.get(self.resume_key) or {}).get("started")
+        if started and self._resume_point(query, warn=False):
+            original = parse_utc(started)
+            if original < parse_utc(cap):
+                cap = format_utc(original, milliseconds=True)
+                self._run_started = started  # as written, through any number of resumes
+        # In the records' own format: the SDK compares the signpost with them as strings.
+        self.state_manager.write_replication_key_signpost(cap, context=context)
 
     def _resume_point(self, query: dict[str, t.Any], *, warn: bool = True) -> int:
         saved = self.stream_state.get(self.resume_key)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import sys
 import threading
 import typing as t
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from functools import cached_property
 
 from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
 
-from tap_qualys import qualys_xml, schemas
+from tap_qualys import bookmarks, qualys_xml, schemas
+from tap_qualys.casting import format_utc, parse_utc
 from tap_qualys.client import (
     CHUNK_SIZE,
     EncodedRecord,
@@ -35,20 +36,10 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context, Record
 
 SCHEMAS = SchemaDirectory(schemas)
-QUALYS_DATETIME = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def _flag(value: object) -> int:
     return 1 if value else 0
-
-
-def _parse_datetime(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def _qualys_datetime(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime(QUALYS_DATETIME)
 
 
 class KnowledgeBaseStream(QualysVMStream):
@@ -87,12 +78,29 @@ class KnowledgeBaseStream(QualysVMStream):
             return None
         if self.get_context_state(context).get("replication_key_value"):
             start -= timedelta(days=int(self.config.get("kb_overlap_days", 30)))
-        return _qualys_datetime(start)
+        return format_utc(start)
 
     @override
     def get_records(self, context: Context | None) -> Iterable[Record]:
         self.log_filters(self.qualys_params(context))
-        yield from super().get_records(context)
+        # The SDK caps the new bookmark at the run's start; a date beyond the horizon is
+        # still worth a warning: Qualys' data or clock is wrong. Same text format, so the
+        # strings compare as the dates do.
+        latest = format_utc(bookmarks.horizon(self.config))
+        warned = False
+        for record in super().get_records(context):
+            value = record.get(self.replication_key)
+            if not warned and value and value > latest:
+                warned = True
+                self.logger.warning(
+                    bookmarks.future_warning(
+                        self.name,
+                        f"QID {record.get('qid')} {self.replication_key}",
+                        value,
+                        "the bookmark is capped at this run's start",
+                    )
+                )
+            yield record
         self.log_summary()
 
 
@@ -154,9 +162,9 @@ class HostsStream(QualysVMStream):
         bookmark = self.stream_state.get(self.bookmark_key)
         if bookmark:
             overlap = timedelta(minutes=int(self.config.get("hosts_overlap_minutes", 60)))
-            return _qualys_datetime(_parse_datetime(bookmark) - overlap)
+            return format_utc(parse_utc(bookmark) - overlap)
         start_date = self.config.get("start_date")
-        return _qualys_datetime(_parse_datetime(start_date)) if start_date else None
+        return format_utc(parse_utc(start_date)) if start_date else None
 
     def passes_filter(self, record: Record) -> bool:
         """Whether the SDK will sync this record's children: the primary stream map's
@@ -201,9 +209,20 @@ class HostsStream(QualysVMStream):
             if detections := self.detections:
                 detections.close_pipeline()
             raise
-        # Every host and every detection batch is out: now the window may move.
-        if self.first_response_datetime:
-            self.stream_state[self.bookmark_key] = self.first_response_datetime
+        # Every host and every detection batch is out: now the window may move, but never
+        # into the future (a server clock gone wrong would freeze the stream for good).
+        server_time = self.first_response_datetime
+        if server_time and bookmarks.beyond_horizon(server_time, self.config):
+            self.logger.warning(
+                bookmarks.future_warning(
+                    self.name,
+                    "Qualys' clock (the Host List DATETIME)",
+                    server_time,
+                    bookmarks.kept_bookmark(self.stream_state.get(self.bookmark_key)),
+                )
+            )
+        elif server_time:
+            self.stream_state[self.bookmark_key] = server_time
             self.state_manager.is_flushed = False
         self.log_summary()
         if detections := self.detections:
