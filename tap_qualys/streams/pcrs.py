@@ -163,6 +163,10 @@ class PcrsPoliciesStream(QualysGatewayStream):
     replication_key = "lastEvaluatedDate"
     is_sorted = False
     schema = StreamSchema(SCHEMAS)
+    sync_note = (
+        "the bookmark (max lastEvaluatedDate) is saved when the stream completes; the "
+        "next run starts pcrs_overlap_hours before it"
+    )
     record_unit = "policies"
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -235,6 +239,8 @@ class PcrsPolicyHostIdsStream(QualysGatewayStream):
     state_partitioning_keys: t.ClassVar[list[str]] = []
     primary_keys = ("policyId", "hostId")
     schema = StreamSchema(SCHEMAS)
+    sync_mode = ""
+    sync_note = "the hosts of each policy scanned in the policies' window"
     record_unit = "host ids"
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -321,6 +327,8 @@ class PcrsPostureInfoStream(QualysGatewayStream):
     state_partitioning_keys: t.ClassVar[list[str]] = []
     primary_keys = ("id",)
     schema = StreamSchema(SCHEMAS)
+    sync_mode = ""
+    sync_note = "the postures of each policy's hosts, pcrs_batch_size hosts per request"
     record_unit = "postures"
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
