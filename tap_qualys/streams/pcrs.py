@@ -114,6 +114,13 @@ def as_int(value: t.Any) -> t.Any:
     return value
 
 
+def as_flag(value: t.Any) -> t.Any:
+    """A 0/1 flag (``"locked": 0``) as a boolean, like the VM API's flags; else unchanged."""
+    if not isinstance(value, bool) and value in {0, 1, "0", "1"}:
+        return bool(int(value))
+    return value
+
+
 @dataclass(frozen=True)
 class PolicyList:
     """A validated policy list answer."""
@@ -206,6 +213,7 @@ class PcrsPoliciesStream(QualysGatewayStream):
             yield {
                 **policy,
                 "id": as_int(policy.get("id")),
+                "locked": as_flag(policy.get("locked")),
                 "subscriptionId": answer.subscription_id,
             }
         self.log_summary()
