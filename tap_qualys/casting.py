@@ -14,6 +14,9 @@ Choices:
 - ``date-time`` becomes ``YYYY-MM-DDTHH:MM:SSZ`` (UTC). ``YYYY-MM-DD`` is accepted as midnight UTC.
 - ``boolean`` accepts ``0``/``1`` (what Qualys sends) and ``true``/``false``.
 - Text that does not fit its type raises ``CastError``; nothing is coerced silently.
+- A list Qualys sends as one comma-separated text (``COMMA_SEPARATED``) becomes an array of its
+  item type. An object whose shape is not settled (``additionalProperties``, CVSS_V4) keeps its
+  subtree as text, except the scalar properties its schema declares, which are cast.
 - Whitespace around a value is padding (pretty-printed CDATA) and is stripped; an empty or
   whitespace-only element is ``None``. ``RESULTS`` is the exception: see ``VERBATIM``.
 """
