@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from qualys_simulator.model import CloudInfo, Detection, Epoch, Host, Tag, mix
+from qualys_simulator.model import CloudInfo, Detection, Epoch, Host, Tag, mix, unit
 
 if TYPE_CHECKING:
     from qualys_simulator.world import World
@@ -49,6 +49,7 @@ OSES = [
     ("Cisco IOS XE 17.9.4a", "cpe:/o:cisco:ios_xe:17.9.4a:::", "net"),
     ("macOS 14.5", "cpe:/o:apple:mac_os:14.5:::", "mac"),
 ]
+OS_FAMILY = {name: family for name, _, family in OSES}
 OS_UPGRADES = {
     "Red Hat Enterprise Linux 8.9": "Red Hat Enterprise Linux 8.10",
     "Ubuntu 22.04.4 LTS": "Ubuntu 22.04.5 LTS",
@@ -67,6 +68,62 @@ VULN_TYPES = ["Vulnerability", "Potential Vulnerability", "Information Gathered"
               "Vulnerability or Potential Vulnerability"]
 CATEGORIES = ["Windows", "Local", "Web server", "CGI", "General remote services", "Database",
               "Information gathering", "Security Policy", "TCP/IP", "SUSE", "Ubuntu", "RedHat"]
+
+
+@dataclass(frozen=True)
+class RealVuln:
+    """A real, well-known QID: the first KnowledgeBase indices, so that queries people actually
+    run (a CVE, "log4j") find rows. Only QIDs that Qualys' own pages and tools name are listed:
+    Log4Shell (Qualys blog and Qualys/log4jscanwin) and MS17-010 / ETERNALBLUE (Qualys blog
+    on WannaCry). Titles are descriptive; the CVE lists are the public ones."""
+
+    qid: int
+    title: str
+    severity: int
+    category: str
+    published: datetime
+    cves: tuple[str, ...]
+    product: tuple[str, str]  # (PRODUCT, VENDOR)
+    families: frozenset[str]  # OS families (OSES) the detection occurs on
+    cvss_base: float
+    cvss3_base: float
+    cvss3_vector: str
+    diagnosis: str
+
+
+_LOG4J_DIAGNOSIS = ("<p>Apache Log4j2 2.0-beta9 through 2.14.1 JNDI features do not protect "
+                    "against attacker-controlled LDAP and other JNDI endpoints (Log4Shell).</p>")
+_MS17_010_CVES = ("CVE-2017-0143", "CVE-2017-0144", "CVE-2017-0145", "CVE-2017-0146",
+                  "CVE-2017-0147", "CVE-2017-0148")
+_LOG4J_VECTOR = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H"
+_SMB_VECTOR = "CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:H/I:H/A:H"
+_UTC = timezone.utc
+
+# In QID order: World gives them the first indices, below every synthetic QID.
+REAL_VULNS: tuple[RealVuln, ...] = (
+    RealVuln(91345, "Microsoft SMB Server Security Update (MS17-010)", 5, "Windows",
+             datetime(2017, 3, 14, tzinfo=_UTC), _MS17_010_CVES, ("windows", "microsoft"),
+             frozenset({"win"}), 9.3, 8.1, _SMB_VECTOR,
+             "<p>Microsoft SMBv1 server mishandles certain requests (MS17-010).</p>"),
+    RealVuln(91360, "Microsoft SMBv1 Remote Code Execution Vulnerability (ETERNALBLUE) (MS17-010)",
+             5, "Windows", datetime(2017, 4, 14, tzinfo=_UTC), ("CVE-2017-0144",),
+             ("windows", "microsoft"), frozenset({"win"}), 9.3, 8.1, _SMB_VECTOR,
+             "<p>ETERNALBLUE exploits the SMBv1 flaw fixed by MS17-010.</p>"),
+    RealVuln(376157, "Apache Log4j Remote Code Execution (RCE) Vulnerability (Log4Shell)", 5,
+             "Local", datetime(2021, 12, 10, tzinfo=_UTC), ("CVE-2021-44228",),
+             ("log4j", "apache"), frozenset({"linux", "win"}), 9.3, 10.0, _LOG4J_VECTOR,
+             _LOG4J_DIAGNOSIS),
+    RealVuln(376160, "Apache Log4j Vulnerability Detected by the Qualys Log4j Scan Utility "
+             "(Log4Shell)", 5, "Local", datetime(2021, 12, 17, tzinfo=_UTC),
+             ("CVE-2021-44228", "CVE-2021-45046"), ("log4j", "apache"), frozenset({"win"}),
+             9.3, 10.0, _LOG4J_VECTOR, _LOG4J_DIAGNOSIS),
+    RealVuln(730297, "Apache Log4j Remote Code Execution (RCE) Vulnerability (Log4Shell) "
+             "(Unauthenticated Check)", 5, "CGI", datetime(2021, 12, 11, tzinfo=_UTC),
+             ("CVE-2021-44228",), ("log4j", "apache"), frozenset({"linux", "win"}), 9.3, 10.0,
+             _LOG4J_VECTOR, _LOG4J_DIAGNOSIS),
+)
+#: Share of the hosts of a matching OS family on which each real QID is detected.
+REAL_VULN_SHARE = 0.2
 
 # RESULTS text pieces. Some are XML-hostile on purpose: the renderer must escape them.
 RESULT_LINES = [
@@ -233,28 +290,44 @@ def make_detections(world: World, host: Host, created: Epoch | None) -> list[Det
     # Mean count = detections_per_host over all hosts, hosts without detections included.
     top = max(1, round(2 * options.detections_per_host / (1 - options.no_detection_fraction) - 1))
     count = min(rng.randint(1, top), options.kb_size, 3000)
+    detections: list[Detection] = []
+    drawn = rng.sample(range(options.kb_size), count)
+    for k in drawn:
+        detections.append(_created_detection(world, host, created, rng, k,
+                                             serial=len(detections)))
+    # The real QIDs sit on a fixed share of the hosts of their OS family, from their own hash so
+    # that the draws above (and every other detection) do not depend on them.
+    family = OS_FAMILY.get(host.os)
+    for k, real in enumerate(REAL_VULNS[:options.kb_size]):
+        if k not in drawn and family in real.families and \
+                unit(world.seed, 22, host.index, k) < REAL_VULN_SHARE:
+            own = random.Random(mix(world.seed, 23, host.index, k))
+            detections.append(_created_detection(world, host, created, own, k,
+                                                 serial=len(detections)))
+    return detections
+
+
+def _created_detection(world: World, host: Host, created: Epoch | None, rng: random.Random,
+                       k: int, *, serial: int) -> Detection:
     scanned = host.last_vm_scanned
     processed = host.last_vm_processed
-    detections = []
-    for serial, k in enumerate(rng.sample(range(options.kb_size), count)):
-        bits = rng.getrandbits(32)
-        if created is None:
-            status = STATUSES[bits % len(STATUSES)]
-            first = _dt(scanned, -(1 + (bits >> 3) % 700) * 86400)
-        else:
-            status, first = "New", scanned
-        detection = _new_detection(world, host, rng, k, serial=serial, first_found=first,
-                                   status=status, processed=processed)
-        if status == "Fixed":
-            detection.last_fixed = scanned
-            detection.last_found = max(first, _dt(scanned, -(7 + (bits >> 13) % 54) * 86400))
-        elif status == "Re-Opened":
-            detection.times_reopened = 1 + (bits >> 19) % 3
-            detection.first_reopened = _dt(scanned, -(30 + (bits >> 21) % 61) * 86400)
-            detection.last_reopened = scanned
-            detection.last_fixed = _dt(scanned, -(7 + (bits >> 27) % 23) * 86400)
-        detections.append(detection)
-    return detections
+    bits = rng.getrandbits(32)
+    if created is None:
+        status = STATUSES[bits % len(STATUSES)]
+        first = _dt(scanned, -(1 + (bits >> 3) % 700) * 86400)
+    else:
+        status, first = "New", scanned
+    detection = _new_detection(world, host, rng, k, serial=serial, first_found=first,
+                               status=status, processed=processed)
+    if status == "Fixed":
+        detection.last_fixed = scanned
+        detection.last_found = max(first, _dt(scanned, -(7 + (bits >> 13) % 54) * 86400))
+    elif status == "Re-Opened":
+        detection.times_reopened = 1 + (bits >> 19) % 3
+        detection.first_reopened = _dt(scanned, -(30 + (bits >> 21) % 61) * 86400)
+        detection.last_reopened = scanned
+        detection.last_fixed = _dt(scanned, -(7 + (bits >> 27) % 23) * 86400)
+    return detection
 
 
 def rescan_detections(world: World, host: Host, detections: list[Detection], epoch: Epoch, *,
@@ -341,6 +414,8 @@ def kb_class(world: World, k: int) -> tuple[int, int]:
     severity = rng.randint(1, 5)
     roll = rng.random()
     vuln_type = 0 if roll < 0.55 else 1 if roll < 0.75 else 2 if roll < 0.9 else 3
+    if k < len(REAL_VULNS):
+        return REAL_VULNS[k].severity, 0
     return severity, vuln_type
 
 
@@ -379,7 +454,7 @@ def make_vuln(world: World, k: int) -> Vuln:
         "CVSS:3.1/AV:N/AC:H/PR:N/UI:R/S:C/C:L/I:L/A:N",
     ])
     pci_flag = 1 if severity >= 4 or rng.random() < 0.2 else 0
-    return Vuln(
+    vuln = Vuln(
         qid=qid,
         vuln_type=vuln_type,
         severity=severity,
@@ -425,3 +500,33 @@ def make_vuln(world: World, k: int) -> Vuln:
         disabled=1 if rng.random() < 0.01 else 0,
         change_log=change_log,
     )
+    if k < len(REAL_VULNS):
+        _make_real(vuln, REAL_VULNS[k], created is None)
+    return vuln
+
+
+def _make_real(vuln: Vuln, real: RealVuln, initial: bool) -> None:
+    """Replace the facts of a generated entry by those of its real QID; the rest stays generated."""
+    vuln.title = real.title
+    vuln.severity = real.severity
+    vuln.vuln_type = VULN_TYPES[0]
+    vuln.category = real.category
+    vuln.cves = list(real.cves)
+    vuln.software = [real.product]
+    vuln.diagnosis = real.diagnosis
+    vuln.cvss_base = real.cvss_base
+    vuln.cvss3_base = real.cvss3_base
+    vuln.cvss3_vector = real.cvss3_vector
+    vuln.exploits = []
+    vuln.vendor_refs = []
+    vuln.disabled = 0
+    vuln.pci_flag = 1
+    vuln.pci_reasons = ["Vulnerability has a CVSS v3 score of 4.0 or higher"]
+    vuln.compliance = [("PCI", "6.2", "Ensure all system components are protected")]
+    if initial:
+        # Generated dates could precede the real publication; Qualys' own modifications follow it.
+        vuln.published = real.published
+        vuln.code_modified = max(vuln.code_modified, real.published)
+        vuln.last_modified = max(vuln.last_modified, real.published)
+        if vuln.patch_published is not None:
+            vuln.patch_published = real.published

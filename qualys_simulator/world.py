@@ -23,8 +23,10 @@ from qualys_simulator.model import Detection, Epoch, Host, fmt, mix, unit
 
 HOST_ID_BASE = 1_000_000
 HOST_ID_STRIDE = 16
-QID_BASE = 10_000
+# Above every real QID in datagen.REAL_VULNS (the first indices), so QIDs ascend with the index.
+QID_BASE = 800_000
 QID_STRIDE = 4
+_REAL_QID_INDEX = {real.qid: k for k, real in enumerate(datagen.REAL_VULNS)}
 DEFAULT_START = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 GroundTruthFn = Callable[[], Iterable[dict[str, Any]]]
@@ -154,7 +156,9 @@ class World:
         return self._kb_qid[k]
 
     def index_of_qid(self, qid: int) -> int | None:
-        k, _ = divmod(qid - QID_BASE, QID_STRIDE)
+        k = _REAL_QID_INDEX.get(qid)
+        if k is None:
+            k, _ = divmod(qid - QID_BASE, QID_STRIDE)
         with self._lock:
             valid = 0 <= k < self._kb_total
         return k if valid and self.qid_of(k) == qid else None
@@ -239,8 +243,10 @@ class World:
 
     # ---- KnowledgeBase ----------------------------------------------------------------------
     def _extend_kb_compact(self, total: int) -> None:
+        real = datagen.REAL_VULNS
         for k in range(len(self._kb_severity), total):
-            self._kb_qid.append(QID_BASE + QID_STRIDE * k + mix(self.seed, 11, k) % QID_STRIDE)
+            self._kb_qid.append(real[k].qid if k < len(real) else
+                                QID_BASE + QID_STRIDE * k + mix(self.seed, 11, k) % QID_STRIDE)
             severity, vuln_type = datagen.kb_class(self, k)
             self._kb_severity.append(severity)
             self._kb_vuln_type.append(vuln_type)

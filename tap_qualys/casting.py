@@ -16,6 +16,9 @@ Choices:
   :func:`http_date`), and written back as text with :func:`format_utc`.
 - ``boolean`` accepts ``0``/``1`` (what Qualys sends) and ``true``/``false``.
 - Text that does not fit its type raises ``CastError``; nothing is coerced silently.
+- A list Qualys sends as one comma-separated text (``COMMA_SEPARATED``) becomes an array of its
+  item type. An object whose shape is not settled (``additionalProperties``, CVSS_V4) keeps its
+  subtree as text, except the scalar properties its schema declares, which are cast.
 - Whitespace around a value is padding (pretty-printed CDATA) and is stripped; an empty or
   whitespace-only element is ``None``. ``RESULTS`` is the exception: see ``VERBATIM``.
 """
@@ -245,6 +248,10 @@ ALIASES: Final[Mapping[str, str]] = {"CHANGES_DATE": "change_date"}
 #: layout. Only whitespace *outside* the CDATA section is padding there.
 VERBATIM: Final = frozenset({"RESULTS"})
 
+#: Lists that Qualys sends as one comma-separated text (``<SUPPORTED_MODULES>VM,PC</...>``,
+#: ``<ASSET_GROUP_IDS>12,34</...>``): their array property gets one item per value.
+COMMA_SEPARATED: Final = frozenset({"SUPPORTED_MODULES", "ASSET_GROUP_IDS"})
+
 
 class Kind(Enum):
     SCALAR = "scalar"  # text -> cast
@@ -253,7 +260,7 @@ class Kind(Enum):
     LIST = "list"  # wrapper element, each child is an item
     REPEATED = "repeated"  # the element itself is one item of the parent's list
     TEXT_OBJECT = "text_object"  # leaf with attributes -> {attr..., TEXT_KEY: text}
-    RAW = "raw"  # shape unknown (CVSS_V4): any subtree as nested dicts of strings
+    RAW = "raw"  # shape unknown (CVSS_V4): any subtree as nested dicts of strings, then ``cast``
 
 
 @dataclass(slots=True)
@@ -304,8 +311,43 @@ def _scalar_caster(schema: Mapping[str, Any], where: str) -> Caster:
     return caster
 
 
+def _split(item: Caster) -> Caster:
+    def cast(text: str) -> list[Any] | None:
+        values = [item(part) for part in text.split(",") if part.strip()]
+        return values or None
+
+    return cast
+
+
+def _raw_caster(schema: Mapping[str, Any], where: str) -> Caster:
+    """For an object whose shape is not settled (``additionalProperties``): the declared scalar
+    properties are cast from their text, anything else stays as the raw subtree."""
+    casts = {
+        name: _scalar_caster(prop, f"{where}.{name}")
+        for name, prop in schema.get("properties", {}).items()
+        if not _types(prop) & {"object", "array"}
+    }
+
+    def cast(raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        for name, caster in casts.items():
+            value = raw.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                msg = f"{name}: expected text, found {type(value).__name__}"
+                raise CastError(msg)
+            raw[name] = caster(value)
+        return raw
+
+    return cast
+
+
 def _field(tag: str, key: str, schema: Mapping[str, Any], where: str) -> Field:
     types = _types(schema)
+    if "array" in types and tag in COMMA_SEPARATED:
+        return Field(key, Kind.SCALAR, cast=_split(_scalar_caster(schema["items"], where)))
     if "array" in types:
         item_schema = schema.get("items", {})
         item = _field("", key, item_schema, f"{where}[]")
@@ -324,8 +366,8 @@ def _field(tag: str, key: str, schema: Mapping[str, Any], where: str) -> Field:
             )
         return Field(key, Kind.REPEATED if tag in REPEATED else Kind.LIST, item=item)
     if "object" in types:
-        if "properties" not in schema:
-            return Field(key, Kind.RAW)
+        if "properties" not in schema or schema.get("additionalProperties") is True:
+            return Field(key, Kind.RAW, cast=_raw_caster(schema, where))
         return Field(key, Kind.OBJECT, spec=compile_schema(schema, where))
     if tag in VERBATIM:
         return Field(key, Kind.VERBATIM)

@@ -50,6 +50,7 @@ from tap_qualys.retries import (
     classify_response,
     pacing_delay,
 )
+from tap_qualys.summary import SDK_START, SyncClock, drop_sdk_unsorted_warning, summary_line
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -230,11 +231,20 @@ class QualysStream(RESTStream[TToken]):
     """What both Qualys APIs share: TLS settings, user agent, timeout, the retry policy, counters
     for the summary line, and one HTTP session per worker thread."""
 
+    #: How the stream syncs, for its start line: the mode (None: the SDK's replication method;
+    #: "" for a child stream, which syncs what its parent hands it) and what moves its bookmark.
+    sync_mode: str | None = None
+    sync_note = ""
+    #: The answer this API gives when a rate or concurrency limit is hit, for the summary line.
+    limit_answer = "409s"
+
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up counters and the per-thread HTTP sessions."""
         super().__init__(*args, **kwargs)
         self.stats = RequestStats()
         self.records_emitted = 0
+        self.clock = SyncClock()
+        drop_sdk_unsorted_warning()
         self._local = threading.local()
         self.requests_session.verify = self.verify
 
@@ -264,6 +274,29 @@ class QualysStream(RESTStream[TToken]):
                 self.config.get("max_rate_limit_wait", DEFAULT_MAX_RATE_LIMIT_WAIT)
             ),
         )
+
+    @override
+    def log(self, message: str, *args: t.Any, level: int = logging.INFO, **kwargs: t.Any) -> None:
+        if message.startswith(SDK_START):
+            # The SDK's start line names only the replication method: say what the sync does.
+            # A child stream begins once per context (a batch of hosts, a policy): once is enough.
+            first = self.clock.started is None
+            self.clock.start()
+            mode = self.replication_method.lower() if self.sync_mode is None else self.sync_mode
+            message = f"Beginning {mode} sync of '%s'" if mode else "Beginning sync of '%s'"
+            args = (self.name,)
+            if self.sync_note:
+                message += ": %s"
+                args += (self.sync_note,)
+            level = level if first else logging.DEBUG
+        super().log(message, *args, level=level, **kwargs)
+
+    def log_summary(self) -> None:
+        """The end-of-sync line: what this stream emitted and what it cost."""
+        message, args = summary_line(
+            self.name, self.records_emitted, self.stats, self.clock.seconds(), self.limit_answer
+        )
+        self.logger.info(message, *args)
 
     def _session(self) -> requests.Session:
         """One session per thread: requests sessions are not safe to share across threads."""
@@ -298,7 +331,6 @@ class QualysVMStream(QualysStream[int | None]):
         super().__init__(*args, **kwargs)
         #: The server's RESPONSE DATETIME of the first page of this sync.
         self.first_response_datetime: str | None = None
-        self._filters = ""
 
     @override
     @property
@@ -497,30 +529,10 @@ class QualysVMStream(QualysStream[int | None]):
 
     def log_filters(self, params: Mapping[str, t.Any]) -> None:
         """Log the effective request parameters once, so "no data" can be explained."""
-        self._filters = ", ".join(
+        filters = ", ".join(
             f"{key}={value}" for key, value in params.items() if value is not None and key != "ids"
         )
-        self.logger.info(
-            "%s: POST %s%s with %s", self.name, self.url_base, self.path, self._filters
-        )
-
-    def log_summary(self) -> None:
-        """The end-of-sync line: what this stream emitted and what it cost."""
-        if not self.records_emitted:
-            self.logger.warning(
-                "%s: Qualys returned no records for %s", self.name, self._filters or "this sync"
-            )
-        self.logger.info(
-            "%s: done: %s records, %d requests, %d retries, %d 409s "
-            "(%d concurrency, %d rate limit)",
-            self.name,
-            f"{self.records_emitted:,}",
-            self.stats.requests,
-            self.stats.retries,
-            self.stats.concurrency_409s + self.stats.rate_409s,
-            self.stats.concurrency_409s,
-            self.stats.rate_409s,
-        )
+        self.logger.info("%s: POST %s%s with %s", self.name, self.url_base, self.path, filters)
 
 
 def _as_text(value: datetime | None) -> str | None:
@@ -649,8 +661,9 @@ class QualysGatewayStream(QualysStream[t.Any]):
     """
 
     http_method = "POST"
-    #: What the records are, for progress and summary lines.
+    #: What the records are, for progress lines.
     record_unit = "records"
+    limit_answer = "429s"
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up the date normaliser."""
@@ -767,20 +780,3 @@ class QualysGatewayStream(QualysStream[t.Any]):
             "Check that the Qualys user may use this module's API (CSAM / Policy Compliance)."
         )
         raise GatewayAuthError(msg)
-
-    def log_summary(self) -> None:
-        """The end-of-sync line: what this stream emitted and what it cost."""
-        if not self.records_emitted:
-            self.logger.warning(
-                "%s: Qualys returned no %s for this sync", self.name, self.record_unit
-            )
-        self.logger.info(
-            "%s: done: %s %s, %d requests, %d retries (%d waits on 429), %d gateway tokens so far",
-            self.name,
-            f"{self.records_emitted:,}",
-            self.record_unit,
-            self.stats.requests,
-            self.stats.retries,
-            self.stats.rate_409s,
-            self.authenticator.tokens_issued,
-        )

@@ -311,7 +311,7 @@ def _item(element: etree._Element, field: Field) -> Any:
         out[spec.text_key] = spec.casts[spec.text_key](element.text or "")
         return out
     if kind is Kind.RAW:
-        return _raw(element)
+        return field.cast(_raw(element))
     return field.cast(element.text or "")
 
 
@@ -392,7 +392,7 @@ def _convert_field(child: etree._Element, field: Field, out: Record) -> None:
             out[field.key] = items = []
         items.append(_item(child, field.item))
     else:
-        out[field.key] = _raw(child)
+        out[field.key] = field.cast(_raw(child))
 
 
 def _discard(element: etree._Element) -> None:

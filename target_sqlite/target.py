@@ -52,6 +52,8 @@ class TargetSQLite(SQLTarget):
     """Loads Singer streams into a SQLite database, upserting on each stream's key properties."""
 
     name = "target-sqlite"
+    # Bundled in the tap-qualys distribution: the SDK reads the version from there.
+    package_name = "tap-qualys"
     default_sink_class = SQLiteSink
     message_reader_class = MsgspecSingerReader
     # No TARGET_SCHEMA: SQLite has no schemas to target.

@@ -201,3 +201,27 @@ def test_stream_keys_and_special_fields():
     assert kb.fields["CVSS_V4"].kind is Kind.RAW
     assert kb.fields["THREAT_INTELLIGENCE"].item is not None
     assert kb.fields["THREAT_INTELLIGENCE"].item.kind is Kind.TEXT_OBJECT
+
+
+def test_comma_separated_lists_become_arrays_of_their_item_type():
+    kb = load_stream_spec("knowledge_base")
+    hosts = load_stream_spec("hosts")
+    assert kb.fields["SUPPORTED_MODULES"].cast("CA-Windows Agent, VM,") == [
+        "CA-Windows Agent",
+        "VM",
+    ]
+    assert kb.fields["SUPPORTED_MODULES"].cast("  ") is None
+    assert hosts.fields["ASSET_GROUP_IDS"].cast("12,34") == [12, 34]
+    with pytest.raises(CastError):
+        hosts.fields["ASSET_GROUP_IDS"].cast("12,x")
+
+
+def test_open_object_casts_its_declared_scores_and_keeps_the_rest():
+    cvss_v4 = load_stream_spec("knowledge_base").fields["CVSS_V4"]
+    assert cvss_v4.kind is Kind.RAW
+    raw = {"base": "9.3", "threat": "8.1", "threat_metrics": {"exploit_maturity": "A"}}
+    assert cvss_v4.cast(raw) == {
+        "base": 9.3, "threat": 8.1, "threat_metrics": {"exploit_maturity": "A"},
+    }  # fmt: skip
+    with pytest.raises(CastError):
+        cvss_v4.cast({"base": {"value": "9.3"}})

@@ -165,6 +165,7 @@ def test_hosts_nested_fields(hosts):
     assert host["id"] == 1001
     assert host["asset_id"] == 5001
     assert host["network_id"] == 0
+    assert host["asset_group_ids"] == [12, 34]  # comma-separated in the XML
     assert host["os"] == "Windows Server 2019"  # padded CDATA
     assert host["dns_data"] == {
         "hostname": "web01",
@@ -245,7 +246,7 @@ def test_kb_record(vulns):
     ]
     assert [ref["id"] for ref in vuln["vendor_reference_list"]] == ["MS24-001", "MS24-002"]
     assert vuln["bugtraq_list"] == [
-        {"id": "12345", "url": "http://www.securityfocus.com/bid/12345"}
+        {"id": 12345, "url": "http://www.securityfocus.com/bid/12345"}
     ]
     assert vuln["software_list"] == [{"product": "openssl", "vendor": "openssl"}]
     assert vuln["diagnosis"] == "The certificate <b>signature</b> could not be verified."
@@ -255,15 +256,17 @@ def test_kb_record(vulns):
     assert vuln["cvss"]["access"] == {"vector": "1", "complexity": "2"}
     assert vuln["cvss_v3"]["base"] == 9.8
     assert vuln["cvss_v3"]["attack"] == {"vector": "Network", "complexity": "Low"}
+    # CVSS_V4's declared scores are numbers like CVSS_V3's; undeclared elements stay as text.
     assert vuln["cvss_v4"] == {
-        "base": "9.3",
+        "base": 9.3,
         "vector_string": "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N",
         "metric": ["N", "L"],
     }
+    assert vuln["supported_modules"] == ["VM", "PC"]
     assert vuln["pci_reasons"] == ["CVSS score is 4.0 or higher"]
     assert vuln["threat_intelligence"] == [
-        {"id": "1", "text": "Zero_Day"},
-        {"id": "3", "text": "Public_Exploit"},
+        {"id": 1, "text": "Zero_Day"},
+        {"id": 3, "text": "Public_Exploit"},
     ]
     assert vuln["discovery"] == {
         "remote": True,

@@ -154,6 +154,10 @@ class CsamAssetsStream(QualysGatewayStream):
     # Pages come in assetId order, not by date: the bookmark moves only at the end.
     is_sorted = False
     schema = StreamSchema(SCHEMAS)
+    sync_note = (
+        "the bookmark (max lastModifiedDate) is saved when the stream completes, and a "
+        "resume point after every page"
+    )
     record_unit = "assets"
 
     #: Same filters as the search; answers how many assets match.

@@ -114,6 +114,13 @@ def as_int(value: t.Any) -> t.Any:
     return value
 
 
+def as_flag(value: t.Any) -> t.Any:
+    """A 0/1 flag (``"locked": 0``) as a boolean, like the VM API's flags; else unchanged."""
+    if not isinstance(value, bool) and value in {0, 1, "0", "1"}:
+        return bool(int(value))
+    return value
+
+
 @dataclass(frozen=True)
 class PolicyList:
     """A validated policy list answer."""
@@ -163,6 +170,10 @@ class PcrsPoliciesStream(QualysGatewayStream):
     replication_key = "lastEvaluatedDate"
     is_sorted = False
     schema = StreamSchema(SCHEMAS)
+    sync_note = (
+        "the bookmark (max lastEvaluatedDate) is saved when the stream completes; the "
+        "next run starts pcrs_overlap_hours before it"
+    )
     record_unit = "policies"
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -216,6 +227,7 @@ class PcrsPoliciesStream(QualysGatewayStream):
             yield {
                 **policy,
                 "id": as_int(policy.get("id")),
+                "locked": as_flag(policy.get("locked")),
                 "subscriptionId": answer.subscription_id,
             }
         self.log_summary()
@@ -249,6 +261,8 @@ class PcrsPolicyHostIdsStream(QualysGatewayStream):
     state_partitioning_keys: t.ClassVar[list[str]] = []
     primary_keys = ("policyId", "hostId")
     schema = StreamSchema(SCHEMAS)
+    sync_mode = ""
+    sync_note = "the hosts of each policy scanned in the policies' window"
     record_unit = "host ids"
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -335,6 +349,8 @@ class PcrsPostureInfoStream(QualysGatewayStream):
     state_partitioning_keys: t.ClassVar[list[str]] = []
     primary_keys = ("id",)
     schema = StreamSchema(SCHEMAS)
+    sync_mode = ""
+    sync_note = "the postures of each policy's hosts, pcrs_batch_size hosts per request"
     record_unit = "postures"
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:

@@ -56,6 +56,10 @@ class KnowledgeBaseStream(QualysVMStream):
     replication_key = "last_service_modification_datetime"
     is_sorted = False
     schema = StreamSchema(SCHEMAS)
+    sync_note = (
+        "the bookmark (max last_service_modification_datetime) is saved when the stream "
+        "completes; the next run starts kb_overlap_days before it"
+    )
 
     @override
     def parse_response(self, response: requests.Response) -> qualys_xml.XMLPage:
@@ -122,6 +126,12 @@ class HostsStream(QualysVMStream):
     path = "/api/5.0/fo/asset/host/"
     primary_keys = ("id",)
     schema = StreamSchema(SCHEMAS)
+    sync_mode = "incremental"
+    sync_note = (
+        "hosts processed since vm_processed_after; the bookmark moves once every host and"
+        " every detection batch is out, and the next run starts hosts_overlap_minutes "
+        "before it"
+    )
 
     #: The state key of the bookmark described above.
     bookmark_key = "vm_processed_after"
@@ -267,6 +277,11 @@ class HostDetectionsStream(QualysVMStream):
     state_partitioning_keys: t.ClassVar[list[str]] = []
     primary_keys = ("host_id", "unique_vuln_id")
     schema = StreamSchema(SCHEMAS)
+    sync_mode = ""
+    sync_note = (
+        "the detections of the hosts stream's window, all statuses, host_batch_size hosts"
+        " per request"
+    )
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up the batch queue and the concurrency limit."""
