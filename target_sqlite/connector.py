@@ -85,8 +85,10 @@ class SQLiteConnector(SQLConnector):
     @override
     def create_engine(self) -> sa.Engine:
         Path(self.database_path).parent.mkdir(parents=True, exist_ok=True)
+        # A URL object, not the URL string: parsing the string would percent-decode the path and
+        # read a `?` in it as query parameters (`q?mode=memory.db` would be an in-memory database).
         engine = sa.create_engine(
-            self.sqlalchemy_url,
+            sa.engine.URL.create("sqlite", database=self.database_path),
             connect_args={"timeout": self.busy_timeout},
         )
         sa.event.listen(engine, "connect", self._configure_connection)
