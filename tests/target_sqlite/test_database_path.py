@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.target_sqlite.conftest import detection, query, record_message, run_target, schema_message
+from tests.target_sqlite.conftest import (
+    detection,
+    query,
+    record_message,
+    run_target,
+    schema_message,
+)
 
 
 @pytest.mark.parametrize("name", ["a%41b.db", "q?mode=memory.db", "with space.db"])
