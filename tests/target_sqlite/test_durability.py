@@ -71,9 +71,7 @@ def test_state_line_follows_an_fsync_of_every_write_before_it(tmp_path: Path) ->
     database = tmp_path / "out" / "qualys.db"
     config = tmp_path / "config.json"
     config.write_text(
-        json.dumps(
-            {"database": str(database), "batch_size_rows": 5, "state_checkpoint_seconds": 0}
-        )
+        json.dumps({"database": str(database), "batch_size_rows": 5, "state_checkpoint_seconds": 0})
     )
     feed = tmp_path / "in.jsonl"
     feed.write_text("".join(json.dumps(m) + "\n" for m in _messages(4, 12)))
