@@ -12,6 +12,7 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import Message, SingerMessageType
 
+from tap_qualys import signals
 from tap_qualys.client import EncodedRecord
 from tap_qualys.platforms import PLATFORMS, PlatformError, resolve_urls
 from tap_qualys.retries import QualysAPIError
@@ -23,6 +24,8 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    from types import FrameType
+
     from singer_sdk.streams import Stream
 
 # --- Connection ---------------------------------------------------------------------------------
@@ -457,11 +460,18 @@ class TapQualys(Tap):
         if errors:
             raise ConfigValidationError(errors[0], errors=errors)
 
+    @override
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        # Not the SDK's: it wrote a STATE and exited 0 (see signals.py).
+        signals.interrupt(signum)
+
     @classmethod
     @override
     def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
         try:
             super().invoke(*args, **kwargs)
+        except signals.Interrupted as exc:
+            signals.finish(exc, cls.logger)
         except QualysAPIError as exc:
             # The message already says which stream, endpoint and Qualys code failed; a
             # traceback would bury it.

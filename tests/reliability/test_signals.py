@@ -1,0 +1,92 @@
+"""SIGTERM / SIGINT mid-sync: the tap fails fast and says so; nothing of the run is published.
+
+The simulator holds every detection batch before its first byte for a minute, far longer than
+any wait here, so the signal lands while a batch is in flight: on a worker thread
+(``max_concurrency: 1``: no probe call, one pipeline worker) or on the main thread (the
+concurrency probe call). The tap must exit 128 + the signal number well before the batch could
+finish, write no STATE after the signal, and end its output with a line that is not a Singer
+message, so that the target fails instead of taking the cut output for a finished run: with
+``point_in_time`` nothing is published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.harness import SMALL_WORLD, Pipeline, Running, simulator, wait_until
+
+HELD_SECONDS = 60
+#: A bound, not a speed goal: far below HELD_SECONDS and request_timeout, so a tap that waited for
+#: its in-flight batch (or until its read timed out) could not pass.
+EXIT_WITHIN_SECONDS = 20
+
+
+def _states(output: str) -> int:
+    return sum(1 for line in output.splitlines() if line.startswith('{"type":"STATE"'))
+
+
+def _interrupt(running: Running, signum: int) -> tuple[int, float]:
+    """Signal the tap; return the STATE lines it had written before, and how long it took."""
+    states = _states(running.tap_output())
+    sent = time.monotonic()
+    running.tap.send_signal(signum)
+    with contextlib.suppress(subprocess.TimeoutExpired):  # reported below, with the logs
+        running.tap.wait(timeout=EXIT_WITHIN_SECONDS)
+    return states, time.monotonic() - sent
+
+
+@pytest.mark.parametrize(
+    ("signum", "blocked_in"),
+    [
+        (signal.SIGTERM, "worker"),
+        (signal.SIGINT, "worker"),
+        (signal.SIGTERM, "main"),
+    ],
+)
+def test_signal_mid_detection_batch(tmp_path: Path, signum: int, blocked_in: str) -> None:
+    with simulator(**SMALL_WORLD) as sim:
+        sim.configure(
+            faults={"slow_first_byte": 1.0},
+            fault_endpoints=["host_detection"],
+            slow_first_byte_sec=HELD_SECONDS,
+        )
+        concurrency = {"max_concurrency": 1} if blocked_in == "worker" else {}
+        pipeline = Pipeline(sim, tmp_path, request_timeout=HELD_SECONDS * 5, **concurrency)
+        pipeline.target_overrides = {"point_in_time": True}
+        # CSAM first: its STATE is out before the signal, the one a resumed run starts from.
+        running = pipeline.start(streams=["csam_assets", "hosts", "host_detections"])
+        wait_until(
+            lambda: sim.stats()["running"].get("host_detection", 0) >= 1,
+            120,
+            "a detection batch in flight",
+            running,
+        )
+        time.sleep(0.5)  # let the pipe carry whatever the tap had flushed
+        states_before, took = _interrupt(running, signum)
+        result = running.wait(EXIT_WITHIN_SECONDS + 10)
+
+    context = result.describe()
+    assert result.tap_rc == 128 + signum, context
+    assert took < EXIT_WITHIN_SECONDS, context
+    name = signal.Signals(signum).name
+    assert f"stopped by {name}" in result.tap_stderr, context
+    assert "Gracefully shutting down" not in result.tap_stderr, context
+    output = result.text("tap.stdout")
+    assert states_before >= 1, "no STATE before the signal: the check below would prove nothing"
+    assert _states(output) == states_before, "the tap wrote a STATE after the signal"
+    assert output.endswith(f"tap-qualys was stopped by {name}: this output is incomplete\n"), (
+        output[-500:]
+    )
+    # The target refused the cut output: nothing published, no STATE handed on.
+    assert result.target_rc not in (0, None), context
+    assert result.target_states == [], context
+    assert not pipeline.database.exists(), "an interrupted run was published"
+    assert not pipeline.database.is_symlink()
+    snapshots = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
+    assert all(name.endswith(".partial") for name in snapshots), snapshots
