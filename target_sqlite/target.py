@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import gc
 import logging
+import signal
 import sqlite3
 import sys
 import time
@@ -28,7 +29,7 @@ from singer_sdk.target_base import Target
 
 from target_sqlite import s3, snapshot
 from target_sqlite.connector import DEFAULT_BUSY_TIMEOUT_SECONDS, SQLiteConnector
-from target_sqlite.errors import TargetSQLiteError, explain_sqlite_error
+from target_sqlite.errors import Interrupted, TargetSQLiteError, explain_sqlite_error
 from target_sqlite.reader import MsgspecSingerReader
 from target_sqlite.rows import RowDecoder
 from target_sqlite.sink import SQLiteSink
@@ -39,6 +40,8 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    from types import FrameType
+
     from singer_sdk.helpers.capabilities import CapabilitiesEnum
     from singer_sdk.mapper import StreamMap
     from singer_sdk.plugin_base import _ConfigInput
@@ -53,6 +56,8 @@ class TargetSQLite(SQLTarget):
 
     name = "target-sqlite"
     default_sink_class = SQLiteSink
+    # A class default: the SDK installs the signal handler before __init__ returns.
+    _interrupted = False
     message_reader_class = MsgspecSingerReader
     # No TARGET_SCHEMA: SQLite has no schemas to target.
     capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
@@ -414,6 +419,16 @@ class TargetSQLite(SQLTarget):
         if self._held_state is not None:
             self._write_state_message(self._held_state)
 
+    @override
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        # The SDK's handler drained every sink and emitted a STATE from inside the handler,
+        # wherever the main thread was, then exited 0. A signal means the run did not finish: it
+        # must not publish a snapshot, upload, or emit a STATE, and must fail. What was committed
+        # under an earlier STATE stays; the next run resumes from that STATE.
+        if not self._interrupted:
+            self._interrupted = True  # a second signal must not break the unwinding
+            raise Interrupted(signum)
+
     @classmethod
     @override
     def invoke(  # type: ignore[override]
@@ -437,6 +452,13 @@ class TargetSQLite(SQLTarget):
             super().invoke(
                 about=about, about_format=about_format, config=config, file_input=file_input
             )
+        except Interrupted as exc:
+            cls.logger.error(
+                "target-sqlite stopped by %s: the run failed; nothing was published or uploaded "
+                "and no STATE was emitted after the signal",
+                signal.Signals(exc.signum).name,
+            )
+            sys.exit(128 + exc.signum)
         except TargetSQLiteError as exc:
             cls.logger.error("target-sqlite failed: %s", exc)
             sys.exit(1)
