@@ -12,14 +12,25 @@ message, so that the target fails instead of taking the cut output for a finishe
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.reliability.harness import SMALL_WORLD, Pipeline, Running, simulator, wait_until
+from tests.e2e.conftest import MeltanoSession, find_meltano
+from tests.reliability.harness import (
+    REPO,
+    SMALL_WORLD,
+    Pipeline,
+    Running,
+    simulator,
+    wait_until,
+)
 
 HELD_SECONDS = 60
 #: A bound, not a speed goal: far below HELD_SECONDS and request_timeout, so a tap that waited for
@@ -90,3 +101,85 @@ def test_signal_mid_detection_batch(tmp_path: Path, signum: int, blocked_in: str
     assert not pipeline.database.is_symlink()
     snapshots = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
     assert all(name.endswith(".partial") for name in snapshots), snapshots
+
+
+# --- under `meltano run` ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def meltano(tmp_path_factory: pytest.TempPathFactory) -> MeltanoSession:
+    executable = find_meltano()
+    if executable is None:
+        pytest.skip("Meltano is not installed (set MELTANO_BIN)")
+    session = MeltanoSession(executable, tmp_path_factory.mktemp("meltano-sys"))
+    session.install("tap-qualys", "target-sqlite")
+    return session
+
+
+def _plugin_process(parent: psutil.Process, executable: str) -> psutil.Process | None:
+    for child in parent.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if any(Path(part).name == executable for part in child.cmdline()[:2]):
+                return child
+    return None
+
+
+@pytest.mark.parametrize("signalled", ["tap", "meltano"])
+def test_meltano_run_records_an_interrupted_run_as_failed(
+    tmp_path: Path, meltano: MeltanoSession, signalled: str
+) -> None:
+    """SIGTERM to the tap alone (Meltano then closes the target's input as after a finished
+    tap) or to `meltano run` (which SIGTERMs both plugins): the run fails, nothing is published."""
+    database = tmp_path / "qualys.db"
+    with simulator(**SMALL_WORLD) as sim:
+        sim.configure(
+            faults={"slow_first_byte": 1.0},
+            fault_endpoints=["host_detection"],
+            slow_first_byte_sec=HELD_SECONDS,
+        )
+        env = meltano.base_env()
+        env.update(
+            MELTANO_DATABASE_URI=f"sqlite:///{tmp_path / 'meltano.db'}",
+            TAP_QUALYS_USERNAME=sim.username,
+            TAP_QUALYS_PASSWORD=sim.password,
+            TAP_QUALYS_API_SERVER=sim.url,
+            TAP_QUALYS_GATEWAY_URL=sim.url,
+            TAP_QUALYS_HOST_BATCH_SIZE="8",
+            TAP_QUALYS_MAX_CONCURRENCY="1",
+            TAP_QUALYS_REQUEST_TIMEOUT=str(HELD_SECONDS * 5),
+            TARGET_SQLITE_DATABASE=str(database),
+            TARGET_SQLITE_POINT_IN_TIME="true",
+        )
+        log = tmp_path / "meltano-run.log"
+        with log.open("wb") as out:
+            run = subprocess.Popen(
+                [str(meltano.executable), "run", "tap-qualys", "target-sqlite"],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                wait_until(
+                    lambda: sim.stats()["running"].get("host_detection", 0) >= 1,
+                    300,
+                    "a detection batch in flight",
+                )
+                tap = _plugin_process(psutil.Process(run.pid), "tap-qualys")
+                assert tap is not None, "no tap-qualys process under meltano"
+                victim = tap.pid if signalled == "tap" else run.pid
+                os.kill(victim, signal.SIGTERM)
+                code = run.wait(timeout=EXIT_WITHIN_SECONDS + 30)
+            finally:
+                if run.poll() is None:
+                    run.kill()
+                    run.wait()
+    text = log.read_text(errors="replace")
+    tail = "\n".join(text.splitlines()[-30:])
+    assert code != 0, tail
+    assert "stopped by SIGTERM" in text, tail
+    runs = sqlite3.connect(tmp_path / "meltano.db").execute("SELECT state FROM runs").fetchall()
+    assert runs == [("FAIL",)], tail  # Meltano's State.FAIL
+    assert not database.exists(), "an interrupted run was published"
+    assert not database.is_symlink()
+    assert "Published snapshot" not in text
