@@ -19,6 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import boto3
 import psutil
 import pytest
 
@@ -31,7 +32,15 @@ from tests.reliability.harness import (
     simulator,
     wait_until,
 )
+from tests.target_sqlite.test_snapshot import moto_server  # noqa: F401 - a fixture
 
+#: target-sqlite's S3 settings for the moto server (plus its URL).
+S3_SETTINGS = {
+    "s3_bucket": "snapshots",
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+    "aws_region": "us-east-1",
+}
 HELD_SECONDS = 60
 #: A bound, not a speed goal: far below HELD_SECONDS and request_timeout, so a tap that waited for
 #: its in-flight batch (or until its read timed out) could not pass.
@@ -60,7 +69,20 @@ def _interrupt(running: Running, signum: int) -> tuple[int, float]:
         (signal.SIGTERM, "main"),
     ],
 )
-def test_signal_mid_detection_batch(tmp_path: Path, signum: int, blocked_in: str) -> None:
+def test_signal_mid_detection_batch(
+    tmp_path: Path,
+    signum: int,
+    blocked_in: str,
+    moto_server: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_server,
+        region_name=S3_SETTINGS["aws_region"],
+        aws_access_key_id=S3_SETTINGS["aws_access_key_id"],
+        aws_secret_access_key=S3_SETTINGS["aws_secret_access_key"],
+    )
+    s3.create_bucket(Bucket=S3_SETTINGS["s3_bucket"])
     with simulator(**SMALL_WORLD) as sim:
         sim.configure(
             faults={"slow_first_byte": 1.0},
@@ -69,7 +91,11 @@ def test_signal_mid_detection_batch(tmp_path: Path, signum: int, blocked_in: str
         )
         concurrency = {"max_concurrency": 1} if blocked_in == "worker" else {}
         pipeline = Pipeline(sim, tmp_path, request_timeout=HELD_SECONDS * 5, **concurrency)
-        pipeline.target_overrides = {"point_in_time": True}
+        pipeline.target_overrides = {
+            "point_in_time": True,
+            **S3_SETTINGS,
+            "s3_endpoint_url": moto_server,
+        }
         # CSAM first: its STATE is out before the signal, the one a resumed run starts from.
         running = pipeline.start(streams=["csam_assets", "hosts", "host_detections"])
         wait_until(
@@ -101,6 +127,7 @@ def test_signal_mid_detection_batch(tmp_path: Path, signum: int, blocked_in: str
     assert not pipeline.database.is_symlink()
     snapshots = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
     assert all(name.endswith(".partial") for name in snapshots), snapshots
+    assert s3.list_objects_v2(Bucket=S3_SETTINGS["s3_bucket"])["KeyCount"] == 0, "uploaded"
 
 
 # --- under `meltano run` ------------------------------------------------------------------------
