@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+import typing as t
 
 import sqlalchemy.exc
+
+if t.TYPE_CHECKING:
+    from pathlib import Path
 
 
 class TargetSQLiteError(Exception):
@@ -17,9 +21,11 @@ class Interrupted(BaseException):
     A BaseException, so that no ``except Exception`` on the way can swallow it.
     """
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, published: Path | None) -> None:
+        """``published``: the snapshot already published when the signal came, if any."""
         super().__init__(signum)
         self.signum = signum
+        self.published = published
 
 
 def explain_sqlite_error(exc: BaseException, database: str, busy_timeout: float) -> str | None:

@@ -56,8 +56,9 @@ class TargetSQLite(SQLTarget):
 
     name = "target-sqlite"
     default_sink_class = SQLiteSink
-    # A class default: the SDK installs the signal handler before __init__ returns.
+    # Class defaults: the SDK installs the signal handler before __init__ returns.
     _interrupted = False
+    _published: Path | None = None
     message_reader_class = MsgspecSingerReader
     # No TARGET_SCHEMA: SQLite has no schemas to target.
     capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
@@ -408,6 +409,7 @@ class TargetSQLite(SQLTarget):
             # self-contained file, openable from a read-only directory or after download.
             connector.checkpoint_and_close(journal_mode="DELETE")
             published = snapshot.publish_snapshot(self._snapshot)
+            self._published = published
             self.logger.info("Published snapshot %s as %s", published, self.database)
         else:
             connector.checkpoint_and_close()
@@ -427,7 +429,7 @@ class TargetSQLite(SQLTarget):
         # under an earlier STATE stays; the next run resumes from that STATE.
         if not self._interrupted:
             self._interrupted = True  # a second signal must not break the unwinding
-            raise Interrupted(signum)
+            raise Interrupted(signum, self._published)
 
     @classmethod
     @override
@@ -453,10 +455,16 @@ class TargetSQLite(SQLTarget):
                 about=about, about_format=about_format, config=config, file_input=file_input
             )
         except Interrupted as exc:
+            name = signal.Signals(exc.signum).name
+            if exc.published is None:
+                done = "nothing was published or uploaded"
+            else:  # the input was complete; only the upload or the final STATE was cut short
+                done = f"{exc.published} was already published, but no S3 upload finished"
             cls.logger.error(
-                "target-sqlite stopped by %s: the run failed; nothing was published or uploaded "
-                "and no STATE was emitted after the signal",
-                signal.Signals(exc.signum).name,
+                "target-sqlite stopped by %s: the run failed; %s and no STATE was emitted after "
+                "the signal",
+                name,
+                done,
             )
             sys.exit(128 + exc.signum)
         except TargetSQLiteError as exc:
