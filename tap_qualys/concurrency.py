@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 #: How long a finished call still counts against the limit on Qualys' side.
 SLOT_SETTLE_SECONDS = 0.05
 
+#: Set when the tap was signalled to stop (signals.py): pipelines stop waiting for their calls.
+STOPPING = threading.Event()
+
 
 class PauseGate:
     """A pause every caller of one API honours: a gateway 429 holds for all of them.
@@ -218,13 +221,18 @@ class OrderedPipeline(t.Generic[T]):
             self._pending.popleft()
 
     def close(self) -> None:
-        """Cancel what has not started, wait for the rest and discard unclaimed results."""
+        """Cancel what has not started, wait for the rest and discard unclaimed results.
+
+        When the tap is stopping on a signal, running calls are not waited for: a batch can take
+        up to ``request_timeout`` to answer, and the process exits without its result.
+        """
         for future in self._pending:
             future.cancel()
-        self._pool.shutdown(wait=True)
+        stopping = STOPPING.is_set()
+        self._pool.shutdown(wait=not stopping, cancel_futures=stopping)
         while self._pending:
             future = self._pending.popleft()
-            if future.cancelled() or future.exception() is not None:
+            if not future.done() or future.cancelled() or future.exception() is not None:
                 continue
             if self._discard is not None:
                 self._discard(future.result())

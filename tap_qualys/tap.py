@@ -12,7 +12,7 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import Message, SingerMessageType
 
-from tap_qualys import bookmarks
+from tap_qualys import bookmarks, signals
 from tap_qualys.bookmarks import StateError
 from tap_qualys.client import EncodedRecord
 from tap_qualys.platforms import PLATFORMS, PlatformError, resolve_urls
@@ -25,6 +25,8 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    from types import FrameType
+
     from singer_sdk.streams import Stream
 
 # --- Connection ---------------------------------------------------------------------------------
@@ -482,6 +484,11 @@ class TapQualys(Tap):
         if errors:
             raise ConfigValidationError(errors[0], errors=errors)
 
+    @override
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        # Not the SDK's: it wrote a STATE and exited 0 (see signals.py).
+        signals.interrupt(signum)
+
     @classmethod
     @override
     def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
@@ -490,6 +497,8 @@ class TapQualys(Tap):
             if state is not None:
                 kwargs["state"] = bookmarks.read_state_file(state)
             super().invoke(*args, **kwargs)
+        except signals.Interrupted as exc:
+            signals.finish(exc, cls.logger)
         except StateError as exc:
             exc.source = f"state file {getattr(state, 'name', '--state')}"
             cls.logger.error("%s", exc)

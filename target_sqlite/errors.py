@@ -1,14 +1,31 @@
-"""The one error type the target reports, and the translation of SQLite failures into it."""
+"""The error type the target reports, its interruption, and the translation of SQLite failures."""
 
 from __future__ import annotations
 
 import sqlite3
+import typing as t
 
 import sqlalchemy.exc
+
+if t.TYPE_CHECKING:
+    from pathlib import Path
 
 
 class TargetSQLiteError(Exception):
     """A failure the operator can act on; the CLI prints its message as one line, no traceback."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT: unwinds the run from wherever it was, rolling back the open batch.
+
+    A BaseException, so that no ``except Exception`` on the way can swallow it.
+    """
+
+    def __init__(self, signum: int, published: Path | None) -> None:
+        """``published``: the snapshot already published when the signal came, if any."""
+        super().__init__(signum)
+        self.signum = signum
+        self.published = published
 
 
 def explain_sqlite_error(exc: BaseException, database: str, busy_timeout: float) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import gc
 import logging
+import signal
 import sqlite3
 import sys
 import time
@@ -28,7 +29,7 @@ from singer_sdk.target_base import Target
 
 from target_sqlite import s3, snapshot
 from target_sqlite.connector import DEFAULT_BUSY_TIMEOUT_SECONDS, SQLiteConnector
-from target_sqlite.errors import TargetSQLiteError, explain_sqlite_error
+from target_sqlite.errors import Interrupted, TargetSQLiteError, explain_sqlite_error
 from target_sqlite.reader import MsgspecSingerReader
 from target_sqlite.rows import RowDecoder
 from target_sqlite.sink import SQLiteSink
@@ -39,6 +40,8 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    from types import FrameType
+
     from singer_sdk.helpers.capabilities import CapabilitiesEnum
     from singer_sdk.mapper import StreamMap
     from singer_sdk.plugin_base import _ConfigInput
@@ -55,6 +58,9 @@ class TargetSQLite(SQLTarget):
     # Bundled in the tap-qualys distribution: the SDK reads the version from there.
     package_name = "tap-qualys"
     default_sink_class = SQLiteSink
+    # Class defaults: the SDK installs the signal handler before __init__ returns.
+    _interrupted = False
+    _published: Path | None = None
     message_reader_class = MsgspecSingerReader
     # No TARGET_SCHEMA: SQLite has no schemas to target.
     capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
@@ -405,6 +411,7 @@ class TargetSQLite(SQLTarget):
             # self-contained file, openable from a read-only directory or after download.
             connector.checkpoint_and_close(journal_mode="DELETE")
             published = snapshot.publish_snapshot(self._snapshot)
+            self._published = published
             self.logger.info("Published snapshot %s as %s", published, self.database)
         else:
             connector.checkpoint_and_close()
@@ -415,6 +422,16 @@ class TargetSQLite(SQLTarget):
         self._finished = True
         if self._held_state is not None:
             self._write_state_message(self._held_state)
+
+    @override
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        # The SDK's handler drained every sink and emitted a STATE from inside the handler,
+        # wherever the main thread was, then exited 0. A signal means the run did not finish: it
+        # must not publish a snapshot, upload, or emit a STATE, and must fail. What was committed
+        # under an earlier STATE stays; the next run resumes from that STATE.
+        if not self._interrupted:
+            self._interrupted = True  # a second signal must not break the unwinding
+            raise Interrupted(signum, self._published)
 
     @classmethod
     @override
@@ -439,6 +456,19 @@ class TargetSQLite(SQLTarget):
             super().invoke(
                 about=about, about_format=about_format, config=config, file_input=file_input
             )
+        except Interrupted as exc:
+            name = signal.Signals(exc.signum).name
+            if exc.published is None:
+                done = "nothing was published or uploaded"
+            else:  # the input was complete; only the upload or the final STATE was cut short
+                done = f"{exc.published} was already published, but no S3 upload finished"
+            cls.logger.error(
+                "target-sqlite stopped by %s: the run failed; %s and no STATE was emitted after "
+                "the signal",
+                name,
+                done,
+            )
+            sys.exit(128 + exc.signum)
         except TargetSQLiteError as exc:
             cls.logger.error("target-sqlite failed: %s", exc)
             sys.exit(1)

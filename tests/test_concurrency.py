@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
+from tap_qualys import concurrency
 from tap_qualys.concurrency import ConcurrencyLimit, OrderedPipeline
 
 
@@ -133,3 +136,40 @@ def test_close_discards_unclaimed_results() -> None:
     threading.Timer(0.05, gate.set).start()
     pipeline.close()
     assert sorted(discarded) == [1, 2]
+
+
+def test_close_does_not_wait_for_running_calls_when_the_tap_is_stopping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On SIGTERM a batch may still be waiting for its first byte for up to request_timeout."""
+    monkeypatch.setattr(concurrency, "STOPPING", threading.Event())
+    release = threading.Event()
+    started = threading.Event()
+    discarded: list[str] = []
+
+    def stuck() -> str:
+        started.set()
+        release.wait(60)
+        return "late"
+
+    pipeline = OrderedPipeline[str](workers=2, window=lambda: 4, discard=discarded.append)
+    finished = threading.Event()
+
+    def quick() -> str:
+        finished.set()
+        return "done"
+
+    assert pipeline.submit(stuck) == []
+    assert pipeline.submit(quick) == []  # behind the stuck call: not handed back yet
+    assert started.wait(10)
+    assert finished.wait(10)
+    concurrency.STOPPING.set()
+    closer = threading.Thread(target=pipeline.close)
+    closer.start()
+    closer.join(10)
+    try:
+        assert not closer.is_alive(), "close() waited for the running call"
+        assert discarded == ["done"]  # finished results are still released
+    finally:
+        release.set()
+        closer.join(10)
