@@ -113,6 +113,15 @@ class Host:
         """The Asset Risk Score, TruRisk's predecessor: close to it, not equal (0-1000)."""
         return min(1000, self.trurisk_score * 9 // 10 + self.id % 97)
 
+    @property
+    def ars_vuln_counts(self) -> list[tuple[str, int]]:
+        """ARS_FACTORS' VULN_COUNT per QDS severity."""
+        score = self.asset_risk_score
+        return [(s, (score >> i) % 5) for i, s in enumerate(("LOW", "MEDIUM", "HIGH", "CRITICAL"))]
+
+
+ARS_FORMULA = "Sum of ( Weight[Sev] * Weighted QDS[Sev] )"
+
 
 @dataclass(slots=True)
 class Detection:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from qualys_simulator.datagen import Vuln
-from qualys_simulator.model import Detection, Host, fmt, fmt_utc
+from qualys_simulator.model import ARS_FORMULA, Detection, Host, fmt, fmt_utc
 
 XML_DECL = '<?xml version="1.0" encoding="UTF-8" ?>\n'
 DTD_BASE = "https://qualysapi.qualys.com/api/2.0"
@@ -218,10 +218,9 @@ def host_list_host(host: Host, o: HostOptions) -> str:
 
 
 def _ars_factors(host: Host) -> str:
-    return ("<ARS_FACTORS><ARS_FORMULA>" + cdata("Sum of ( Weight[Sev] * Weighted QDS[Sev] )")
-            + "</ARS_FORMULA>"
-            + "".join(f'<VULN_COUNT qds_severity="{s}">{(host.asset_risk_score >> i) % 5}'
-                      "</VULN_COUNT>" for i, s in enumerate(("LOW", "MEDIUM", "HIGH", "CRITICAL")))
+    return ("<ARS_FACTORS><ARS_FORMULA>" + cdata(ARS_FORMULA) + "</ARS_FORMULA>"
+            + "".join(f'<VULN_COUNT qds_severity="{s}">{n}</VULN_COUNT>'
+                      for s, n in host.ars_vuln_counts)
             + "</ARS_FACTORS>")
 
 
