@@ -190,6 +190,11 @@ class DetectionFilter:
                     return False
                 if not after and value >= bound:
                     return False
+        for name, after in (("detection_last_tested_since_days", True),
+                            ("detection_last_tested_before_days", False)):
+            days = v.get(name)
+            if days is not None and (d.last_test >= self.now - timedelta(days=int(days))) != after:  # type: ignore[call-overload]
+                return False
         days = v.get("max_days_since_detection_updated")
         return days is None or d.last_update >= self.now - timedelta(days=int(days))  # type: ignore[call-overload]
 
@@ -619,6 +624,8 @@ class VMAPI:
             ("code_modified_before", "code_modified", False),
         ) if name in values]
         patchable = values.get("is_patchable")
+        user_modified = ("last_modified_by_user_after" in values
+                         or "last_modified_by_user_before" in values)
         limit = self.config.kb_page_size
         world = self.world
         delay = self.faults.record_delay_sec
@@ -630,6 +637,8 @@ class VMAPI:
                 bound: datetime = values[name]  # type: ignore[assignment]
                 if (after and value < bound) or (not after and value > bound):
                     return False
+            if user_modified:
+                return False  # no QID of the simulated KB has a user customization
             return patchable is None or v.patchable == int(patchable)  # type: ignore[call-overload]
 
         def generate() -> Iterator[str]:

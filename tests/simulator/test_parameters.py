@@ -6,11 +6,13 @@ parameter added there is tested here without further edits.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from qualys_simulator import vm_params
 from qualys_simulator.testing import Simulator
-from tests.simulator.helpers import ALL_STATUSES, HL, HLD, call, dtd, simple_return, xml
+from tests.simulator.helpers import ALL_STATUSES, HL, HLD, KB, call, dtd, simple_return, xml
 
 PATHS = {
     "knowledge_base": "/api/{v}/fo/knowledge_base/vuln/",
@@ -126,3 +128,22 @@ def test_show_ars_adds_the_asset_risk_score(sim: Simulator) -> None:
     middle = scores[len(scores) // 2]
     high = xml(call(sim, HL, {"truncation_limit": "0", "show_ars": "1", "ars_min": str(middle)}))
     assert len(high.findall(".//HOST")) == sum(s >= middle for s in scores)
+
+
+def test_detection_last_tested_days_split_the_detections(sim: Simulator) -> None:
+    every = _detections(sim)
+    now = datetime.fromisoformat(sim.admin_get("/admin/clock")["now"].replace("Z", "+00:00"))
+    ages = sorted((now - datetime.fromisoformat(
+        (d.findtext("LAST_TEST_DATETIME") or "").replace("Z", "+00:00"))).days for d in every)
+    days = str(ages[len(ages) // 2] + 1)
+    recent = _detections(sim, detection_last_tested_since_days=days)
+    older = _detections(sim, detection_last_tested_before_days=days)
+    assert recent
+    assert older
+    assert len(recent) + len(older) == len(every)
+
+
+def test_no_qid_has_a_user_customization(sim: Simulator) -> None:
+    root = xml(call(sim, KB, {"last_modified_by_user_after": "2000-01-01"}))
+    assert root.find("RESPONSE/VULN_LIST") is None
+    assert xml(call(sim, KB)).find("RESPONSE/VULN_LIST") is not None
