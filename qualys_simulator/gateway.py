@@ -206,6 +206,11 @@ class _Tokens:
         return payload if isinstance(payload, dict) else None
 
 
+#: The window's call limit when none is configured (rate_limit 0): headers need a number,
+#: and no test or benchmark comes near it.
+UNLIMITED_RATE = 1_000_000
+
+
 class _RateWindow:
     """Sliding window over real time: past the limit, 429 with ``Retry-After``."""
 
@@ -215,8 +220,9 @@ class _RateWindow:
         self._blocked_until = 0.0
         self._blocked_at = 0.0
 
-    def admit(self, limit: int, window: float) -> tuple[int, bool | None]:
-        """(seconds to wait or 0 when admitted, whether a previous Retry-After was honoured)."""
+    def admit(self, limit: int, window: float) -> tuple[int, bool | None, int]:
+        """(seconds to wait or 0 when admitted, whether a previous Retry-After was honoured,
+        calls left in the window)."""
         now = time.monotonic()
         with self._lock:
             honoured: bool | None = None
@@ -226,8 +232,6 @@ class _RateWindow:
                     self._blocked_until = 0.0
                 elif now - self._blocked_at < IN_FLIGHT_GRACE_SEC:
                     honoured = None
-            if limit <= 0:
-                return 0, honoured
             while self._calls and self._calls[0] <= now - window:
                 self._calls.popleft()
             if len(self._calls) >= limit:
@@ -235,9 +239,9 @@ class _RateWindow:
                 if now >= self._blocked_until:  # a new 429, not one more during the last
                     self._blocked_at = now
                 self._blocked_until = now + wait
-                return wait, honoured
+                return wait, honoured, 0
             self._calls.append(now)
-            return 0, honoured
+            return 0, honoured, limit - len(self._calls)
 
     def reset(self) -> None:
         with self._lock:
@@ -355,7 +359,9 @@ class GatewayAPI:
             message = self.tokens.check(request.headers.get("Authorization"))
             if message is not None:
                 return self._respond(endpoint, _unauthorized(message))
-            wait, honoured = self.rate.admit(self.config.rate_limit, self.config.rate_window_sec)
+            limit = self.config.rate_limit or UNLIMITED_RATE
+            window = self.config.rate_window_sec
+            wait, honoured, remaining = self.rate.admit(limit, window)
             if honoured is not None:
                 self.stats.towait(honoured=honoured)
             # The gateway's rate limit is a 429, never the VM API's 409 (§2); an injected
@@ -365,15 +371,23 @@ class GatewayAPI:
             if injected:
                 self.stats.fault(injected)
                 wait = max(wait, 1)
+            # Every gateway answer carries the rate headers, as the VM API's do (§2): clients
+            # pace themselves by them.
+            rate_headers = {"X-RateLimit-Limit": str(limit),
+                            "X-RateLimit-Window-Sec": str(int(window)),
+                            "X-RateLimit-Remaining": str(remaining),
+                            "X-RateLimit-ToWait-Sec": str(wait)}
             if wait:
                 return self._respond(endpoint, _json(
                     429, {"status": 429, "error": "Too Many Requests",
                           "message": f"API rate limit exceeded. Retry after {wait} seconds."},
-                    {"Retry-After": str(wait), "X-RateLimit-ToWait-Sec": str(wait)}))
+                    {"Retry-After": str(wait), **rate_headers, "X-RateLimit-Remaining": "0"}))
         try:
             response = handler(request)
         except _BadParam as exc:
             response = exc.response
+        if endpoint != AUTH:
+            response.headers = {**rate_headers, **(response.headers or {})}
         return self._respond(endpoint, response)
 
     def _respond(self, endpoint: str, response: Response) -> Response:

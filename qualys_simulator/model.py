@@ -108,6 +108,20 @@ class Host:
     agent_status: str | None
     detection_seed: int = 0
 
+    @property
+    def asset_risk_score(self) -> int:
+        """The Asset Risk Score, TruRisk's predecessor: close to it, not equal (0-1000)."""
+        return min(1000, self.trurisk_score * 9 // 10 + self.id % 97)
+
+    @property
+    def ars_vuln_counts(self) -> list[tuple[str, int]]:
+        """ARS_FACTORS' VULN_COUNT per QDS severity."""
+        score = self.asset_risk_score
+        return [(s, (score >> i) % 5) for i, s in enumerate(("LOW", "MEDIUM", "HIGH", "CRITICAL"))]
+
+
+ARS_FORMULA = "Sum of ( Weight[Sev] * Weighted QDS[Sev] )"
+
 
 @dataclass(slots=True)
 class Detection:
@@ -153,5 +167,34 @@ class Detection:
         if (bits >> 32) % 10 == 0:
             factors.append(("CISA_vuln", "YES"))
         return factors
+
+    @property
+    def arf(self) -> tuple[int | None, int | None, int | None]:
+        """AFFECT_RUNNING_KERNEL, AFFECT_RUNNING_SERVICE, AFFECT_EXPLOITABLE_CONFIG: None
+        where the QID is not about a kernel / service / configuration, else 0 or 1."""
+        bits = self.qds_bits >> 36
+        return tuple(  # type: ignore[return-value]
+            (bits >> (6 * i + 3)) & 1 if (bits >> (6 * i)) % 8 < 2 else None for i in range(3)
+        )
+
+    @property
+    def mitre(self) -> tuple[str, str, str, str] | None:
+        """(tactic name, technique name, tactic id, technique id), a property of the QID."""
+        h = mix(self.qid, 0x4D17)
+        if h % 3 == 0:
+            return None
+        return MITRE[(h >> 8) % len(MITRE)]
+
+
+#: ATT&CK tactics and techniques (public ids and names).
+MITRE: tuple[tuple[str, str, str, str], ...] = (
+    ("Initial Access", "Exploit Public-Facing Application", "TA0001", "T1190"),
+    ("Execution", "Exploitation for Client Execution", "TA0002", "T1203"),
+    ("Privilege Escalation", "Exploitation for Privilege Escalation", "TA0004", "T1068"),
+    ("Credential Access", "Exploitation for Credential Access", "TA0006", "T1212"),
+    ("Lateral Movement", "Exploitation of Remote Services", "TA0008", "T1210"),
+    ("Defense Evasion", "Exploitation for Defense Evasion", "TA0005", "T1211"),
+    ("Impact", "Endpoint Denial of Service", "TA0040", "T1499"),
+)
 
 

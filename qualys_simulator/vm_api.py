@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from urllib.parse import quote
 
 from qualys_simulator import vm_xml
@@ -23,19 +23,13 @@ from qualys_simulator.datagen import Vuln
 from qualys_simulator.faults import FaultInjector, Limits, Stats, drop_after
 from qualys_simulator.http import Request, Response
 from qualys_simulator.model import Detection, Host, fmt
+from qualys_simulator.vm_params import ARF_KEYS, ParamError, check_params
 from qualys_simulator.world import World
 
 DEFAULT_TRUNCATION_LIMIT = 1000
 CHUNK_BYTES = 32 * 1024
 INCIDENT_NOTE = ("\n<!-- Internal error. Please contact customer support. "
                  "[incident signature: {sig}] -->\n")
-
-
-class ParamError(Exception):
-    def __init__(self, code: int, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
 
 
 @dataclass
@@ -49,158 +43,6 @@ class VMConfig:
     # Doc §4: the WARNING URL can carry parameters the caller never sent (e.g. details=None).
     # On, the truncation URL adds WARNING_URL_EXTRAS[endpoint] for those the caller left out.
     warning_url_extra_params: bool = False
-
-
-# ---- parameter checking ----------------------------------------------------------------------
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}Z)?$")
-_IDS = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
-STATUSES = ("New", "Active", "Re-Opened", "Fixed")
-Checker = Callable[[str, str], object]
-
-
-def _bool(name: str, value: str) -> bool:
-    if value not in ("0", "1"):
-        raise ParamError(1905, f"parameter {name} has invalid value: {value}")
-    return value == "1"
-
-
-def _int(name: str, value: str) -> int:
-    if not value.strip().isdigit():
-        raise ParamError(1905, f"parameter {name} has invalid value: {value}")
-    return int(value)
-
-
-def _date(name: str, value: str) -> datetime:
-    if not _DATE.match(value.strip()):
-        raise ParamError(1905, f"parameter {name} has invalid value: {value}")
-    text = value.strip()
-    try:
-        if "T" in text:
-            return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc)
-    except ValueError:
-        raise ParamError(1905, f"parameter {name} has invalid value: {value}") from None
-
-
-def _ids(name: str, value: str) -> list[tuple[int, int]]:
-    """``1,5-10`` -> merged, sorted [(1, 1), (5, 10)]."""
-    if not _IDS.match(value):
-        raise ParamError(1905, f"parameter {name} has invalid value: {value}")
-    ranges = []
-    for part in value.split(","):
-        lo, _, hi = part.strip().partition("-")
-        low, high = int(lo), int(hi or lo)
-        if high < low:
-            raise ParamError(1905, f"parameter {name} has invalid value: {value}")
-        ranges.append((low, high))
-    ranges.sort()
-    merged: list[tuple[int, int]] = []
-    for low, high in ranges:
-        if merged and low <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
-        else:
-            merged.append((low, high))
-    return merged
-
-
-def _one_of(*choices: str) -> Checker:
-    def check(name: str, value: str) -> str:
-        if value not in choices:
-            raise ParamError(1905, f"parameter {name} has invalid value: {value}")
-        return value
-    return check
-
-
-def _list_of(*choices: str) -> Checker:
-    def check(name: str, value: str) -> list[str]:
-        items = [v.strip() for v in value.split(",") if v.strip()]
-        if not items or any(v not in choices for v in items):
-            raise ParamError(1905, f"parameter {name} has invalid value: {value}")
-        return items
-    return check
-
-
-def _text(_name: str, value: str) -> str:
-    return value
-
-
-def _regex(name: str, value: str) -> re.Pattern[str]:
-    try:
-        return re.compile(value)
-    except re.error:
-        raise ParamError(1905, f"parameter {name} has invalid value: {value}") from None
-
-
-_COMMON: dict[str, Checker] = {"action": _text, "echo_request": _bool}
-_HOST_FILTERS: dict[str, Checker] = {
-    "ids": _ids, "id_min": _int, "id_max": _int, "ips": _text, "os_pattern": _regex,
-    "vm_processed_after": _date, "vm_processed_before": _date, "vm_scan_since": _date,
-    "no_vm_scan_since": _date, "vm_scan_date_after": _date, "vm_scan_date_before": _date,
-    "vm_auth_scan_date_after": _date, "vm_auth_scan_date_before": _date,
-    "max_days_since_last_vm_scan": _int, "truncation_limit": _int,
-    "show_asset_id": _bool, "show_tags": _bool, "show_cloud_tags": _bool,
-    "host_metadata": _one_of("all", "ec2", "azure", "google"), "host_metadata_fields": _text,
-    "cloud_tag_fields": _text, "use_tags": _bool, "tag_set_by": _one_of("id", "name"),
-    "tag_include_selector": _one_of("any", "all"), "tag_exclude_selector": _one_of("any", "all"),
-    "tag_set_include": _text, "tag_set_exclude": _text,
-    # Documented parameters the simulator accepts and ignores (no asset groups or networks).
-    "ag_ids": _text, "ag_titles": _text, "network_ids": _text, "compliance_enabled": _bool,
-    "ipv6": _text,
-}
-HOST_LIST_PARAMS: dict[str, Checker] = {
-    **_COMMON, **_HOST_FILTERS,
-    "details": _one_of("Basic", "All", "All/AGs", "None"),
-    "show_trurisk": _bool, "show_trurisk_factors": _bool, "show_ars": _bool,
-}
-DETECTION_PARAMS: dict[str, Checker] = {
-    **_COMMON, **_HOST_FILTERS,
-    "output_format": _one_of("XML"),
-    "status": _list_of(*STATUSES), "qids": _ids, "severities": _ids,
-    "include_vuln_type": _list_of("confirmed", "potential"),
-    "show_results": _bool, "show_reopened_info": _bool, "show_igs": _bool, "show_qds": _bool,
-    "show_qds_factors": _bool, "qds_min": _int, "qds_max": _int,
-    "include_ignored": _bool, "include_disabled": _bool,
-    "detection_updated_since": _date, "detection_updated_before": _date,
-    "detection_processed_after": _date, "detection_processed_before": _date,
-    "detection_last_tested_since": _date, "detection_last_tested_before": _date,
-    "max_days_since_detection_updated": _int,
-    "arf_kernel_filter": _text, "arf_service_filter": _text, "arf_config_filter": _text,
-    "active_kernels_only": _text, "filter_superseded_qids": _bool,
-    "suppress_duplicated_data_from_csv": _bool,
-}
-KB_PARAMS: dict[str, Checker] = {
-    **_COMMON,
-    "details": _one_of("Basic", "All", "None"), "ids": _ids, "id_min": _int, "id_max": _int,
-    "last_modified_after": _date, "last_modified_before": _date,
-    "last_modified_by_service_after": _date, "last_modified_by_service_before": _date,
-    "published_after": _date, "published_before": _date, "is_patchable": _bool,
-    "show_disabled_flag": _bool, "show_qid_change_log": _bool,
-    "show_supported_modules_info": _bool, "show_pci_reasons": _bool,
-    "discovery_method": _one_of("Remote", "Authenticated", "RemoteOnly", "RemoteAndAuthenticated"),
-    "discovery_auth_types": _text, "code_modified_after": _date, "code_modified_before": _date,
-}
-TRURISK = ("show_trurisk", "show_trurisk_factors", "show_qds", "show_qds_factors")
-
-
-def check_params(form: dict[str, str], spec: dict[str, Checker],
-                 consultant: bool) -> dict[str, object]:
-    unknown = [k for k in form if k not in spec or (consultant and k in TRURISK)]
-    if unknown:
-        raise ParamError(1901, "Unrecognized parameter(s): " + ", ".join(unknown))
-    if "action" not in form:
-        raise ParamError(1903, "Missing required parameter(s): action")
-    if form["action"] != "list":
-        raise ParamError(1905, f"parameter action has invalid value: {form['action']}")
-    values = {name: spec[name](name, value) for name, value in form.items()}
-    if ("tag_set_include" in form or "tag_set_exclude" in form) and not values.get("use_tags"):
-        raise ParamError(1907, "The following combination of key=value pairs is not supported: "
-                         "tag_set_include/tag_set_exclude without use_tags=1")
-    if values.get("use_tags") and "tag_set_include" not in form and "tag_set_exclude" not in form:
-        raise ParamError(1922, "Please specify at least one of the following parameters: "
-                         "tag_set_include, tag_set_exclude")
-    if "truncation_limit" in values and int(str(values["truncation_limit"])) > 1_000_000:
-        raise ParamError(1905, "parameter truncation_limit has invalid value")
-    return values
 
 
 def _in_ranges(ranges: list[tuple[int, int]], value: int) -> bool:
@@ -270,6 +112,13 @@ class HostFilter:
                     return False
                 if not after and not value < bound:
                     return False
+        for name, score, low in (("trurisk_min", host.trurisk_score, True),
+                                 ("trurisk_max", host.trurisk_score, False),
+                                 ("ars_min", host.asset_risk_score, True),
+                                 ("ars_max", host.asset_risk_score, False)):
+            bound = v.get(name)
+            if bound is not None and (score < bound if low else score > bound):  # type: ignore[operator]
+                return False
         days = v.get("max_days_since_last_vm_scan")
         if days is not None and host.last_vm_scanned < self.now - timedelta(days=int(days)):  # type: ignore[call-overload]
             return False
@@ -299,6 +148,15 @@ class DetectionFilter:
         if self.show_igs:
             self.types.add("Info")
         self.qids: list[tuple[int, int]] | None = values.get("qids")  # type: ignore[assignment]
+        # (flag index in Detection.arf, arf_*_filter mode 1-4) for every active ARF filter
+        self.arf: list[tuple[int, str]] = [
+            (i, str(values[name])) for i, name in enumerate(
+                ("arf_kernel_filter", "arf_service_filter", "arf_config_filter"))
+            if values.get(name, "0") != "0"
+        ]
+        flags = list(ARF_KEYS.values())
+        self.arf += [(flags.index(ARF_KEYS[key]), "1")
+                     for key in values.get("arf_filter_keys") or ()]  # type: ignore[attr-defined]
         self.severities: list[tuple[int, int]] | None = values.get("severities")  # type: ignore[assignment]
 
     def matches(self, d: Detection) -> bool:  # noqa: PLR0911 - one early return per filter
@@ -308,6 +166,8 @@ class DetectionFilter:
         if self.qids is not None and not _in_ranges(self.qids, d.qid):
             return False
         if self.severities is not None and not _in_ranges(self.severities, d.severity):
+            return False
+        if self.arf and not all(_arf_keeps(d.arf[i], mode) for i, mode in self.arf):
             return False
         if d.qds is not None:
             if "qds_min" in v and d.qds < int(v["qds_min"]):  # type: ignore[call-overload]
@@ -330,8 +190,25 @@ class DetectionFilter:
                     return False
                 if not after and value >= bound:
                     return False
+        for name, after in (("detection_last_tested_since_days", True),
+                            ("detection_last_tested_before_days", False)):
+            days = v.get(name)
+            if days is not None and (d.last_test >= self.now - timedelta(days=int(days))) != after:  # type: ignore[call-overload]
+                return False
         days = v.get("max_days_since_detection_updated")
         return days is None or d.last_update >= self.now - timedelta(days=int(days))  # type: ignore[call-overload]
+
+
+def _arf_keeps(flag: int | None, mode: str) -> bool:
+    """arf_*_filter: 1 drops the detections the flag marks harmless (0), 2 keeps only those,
+    3 keeps only the affected (1), 4 keeps every detection the flag applies to."""
+    if mode == "1":
+        return flag != 0
+    if mode == "2":
+        return flag == 0
+    if mode == "3":
+        return flag == 1
+    return flag is not None
 
 
 def host_options(values: dict[str, object]) -> vm_xml.HostOptions:
@@ -347,6 +224,10 @@ def host_options(values: dict[str, object]) -> vm_xml.HostOptions:
     o.show_reopened_info = bool(values.get("show_reopened_info"))
     o.show_qds = bool(values.get("show_qds"))
     o.show_qds_factors = bool(values.get("show_qds_factors"))
+    o.show_ars = bool(values.get("show_ars"))
+    o.show_ars_factors = bool(values.get("show_ars_factors"))
+    o.show_arf_data = bool(values.get("show_arf_data"))
+    o.mitre_attack_details = bool(values.get("mitre_attack_details"))
     return o
 
 
@@ -444,6 +325,13 @@ _ROUTES = [
 ]
 # The VM API proper, where X-Requested-With is mandatory (doc §1).
 FO_PATH = re.compile(r"^/api/[^/]+/fo/")
+_VERSION = re.compile(r"^/api/(\d+\.\d+)/")
+
+
+def api_version(path: str) -> str:
+    """The API version a VM path names (``/api/5.0/fo/...`` -> ``5.0``)."""
+    match = _VERSION.match(path)
+    return match.group(1) if match else "2.0"
 
 
 # Parameters a truncation URL may add on its own (doc §4). Each is valid for its endpoint, so a
@@ -566,10 +454,9 @@ class VMAPI:
         if req.method not in ("GET", "POST"):
             return self._error(endpoint, 400, "Request method (GET or POST) is incompatible with "
                                "specified parameter(s): action", 1908)
-        spec = {"knowledge_base": KB_PARAMS, "host_list": HOST_LIST_PARAMS,
-                "host_detection": DETECTION_PARAMS}[endpoint]
         try:
-            values = check_params(req.form, spec, self.config.consultant)
+            values = check_params(req.form, endpoint, api_version(req.path),
+                                  self.config.consultant)
         except ParamError as exc:
             return self._error(endpoint, 400, exc.text, exc.code)
         return self._limited(req, endpoint, values, user)
@@ -737,6 +624,8 @@ class VMAPI:
             ("code_modified_before", "code_modified", False),
         ) if name in values]
         patchable = values.get("is_patchable")
+        user_modified = ("last_modified_by_user_after" in values
+                         or "last_modified_by_user_before" in values)
         limit = self.config.kb_page_size
         world = self.world
         delay = self.faults.record_delay_sec
@@ -748,6 +637,8 @@ class VMAPI:
                 bound: datetime = values[name]  # type: ignore[assignment]
                 if (after and value < bound) or (not after and value > bound):
                     return False
+            if user_modified:
+                return False  # no QID of the simulated KB has a user customization
             return patchable is None or v.patchable == int(patchable)  # type: ignore[call-overload]
 
         def generate() -> Iterator[str]:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from qualys_simulator.datagen import Vuln
-from qualys_simulator.model import Detection, Host, fmt, fmt_utc
+from qualys_simulator.model import ARS_FORMULA, Detection, Host, fmt, fmt_utc
 
 XML_DECL = '<?xml version="1.0" encoding="UTF-8" ?>\n'
 DTD_BASE = "https://qualysapi.qualys.com/api/2.0"
@@ -136,7 +136,8 @@ def _dns_data(host: Host, style: int) -> str:
 class HostOptions:
     """The output switches of Host List / Host List Detection requests."""
 
-    __slots__ = ("details", "host_metadata", "show_asset_id", "show_cloud_tags", "show_qds",
+    __slots__ = ("details", "host_metadata", "mitre_attack_details", "show_arf_data", "show_ars",
+                 "show_ars_factors", "show_asset_id", "show_cloud_tags", "show_qds",
                  "show_qds_factors", "show_reopened_info", "show_results", "show_tags",
                  "show_trurisk", "show_trurisk_factors")
 
@@ -152,6 +153,10 @@ class HostOptions:
         self.show_reopened_info = False
         self.show_qds = False
         self.show_qds_factors = False
+        self.show_ars = False
+        self.show_ars_factors = False
+        self.show_arf_data = False
+        self.mitre_attack_details = False
 
 
 def host_list_host(host: Host, o: HostOptions) -> str:
@@ -186,9 +191,13 @@ def host_list_host(host: Host, o: HostOptions) -> str:
             text_el("OWNER", host.owner, style), text_el("COMMENTS", host.comments, style),
             "<USER_DEF />", "<ASSET_GROUP_IDS />",
         ]
+    if o.show_ars:
+        parts.append(el("ASSET_RISK_SCORE", host.asset_risk_score))
     if o.show_trurisk:
         parts += [el("TRURISK_SCORE", host.trurisk_score),
                   el("ASSET_CRITICALITY_SCORE", host.asset_criticality)]
+    if o.show_ars_factors:
+        parts.append(_ars_factors(host))
     if o.show_trurisk_factors:
         parts.append(
             "<TRURISK_SCORE_FACTORS><TRURISK_SCORE_FORMULA>"
@@ -206,6 +215,33 @@ def host_list_host(host: Host, o: HostOptions) -> str:
         ]
     parts.append("</HOST>\n")
     return "".join(parts)
+
+
+def _ars_factors(host: Host) -> str:
+    return ("<ARS_FACTORS><ARS_FORMULA>" + cdata(ARS_FORMULA) + "</ARS_FORMULA>"
+            + "".join(f'<VULN_COUNT qds_severity="{s}">{n}</VULN_COUNT>'
+                      for s, n in host.ars_vuln_counts)
+            + "</ARS_FACTORS>")
+
+
+_ARF_TAGS = ("AFFECT_RUNNING_KERNEL", "AFFECT_RUNNING_SERVICE", "AFFECT_EXPLOITABLE_CONFIG")
+
+
+def _arf(d: Detection) -> str:
+    # A flag that does not apply to the QID (None) is left out, as Qualys does.
+    return "".join(f"<{tag}>{flag}</{tag}>" for tag, flag in zip(_ARF_TAGS, d.arf, strict=True)
+                   if flag is not None)
+
+
+def _mitre(d: Detection) -> str:
+    mitre = d.mitre
+    if mitre is None:
+        return ""
+    tactic, technique, tactic_id, technique_id = mitre
+    return (f"<MITRE_TACTIC_NAME>{cdata(tactic)}</MITRE_TACTIC_NAME>"
+            f"<MITRE_TECHNIQUE_NAME>{cdata(technique)}</MITRE_TECHNIQUE_NAME>"
+            f"<MITRE_TACTIC_ID>{tactic_id}</MITRE_TACTIC_ID>"
+            f"<MITRE_TECHNIQUE_ID>{technique_id}</MITRE_TECHNIQUE_ID>")
 
 
 def _qds_level(qds: int) -> str:
@@ -234,6 +270,8 @@ def _detection(d: Detection, o: HostOptions) -> str:
                     f"<LAST_REOPENED_DATETIME>{fmt(d.last_reopened)}</LAST_REOPENED_DATETIME>"
                     f"<TIMES_REOPENED>{d.times_reopened}</TIMES_REOPENED>")
     service = "" if d.service is None else f"<SERVICE>{esc(d.service)}</SERVICE>"
+    arf = _arf(d) if o.show_arf_data else ""
+    mitre = _mitre(d) if o.mitre_attack_details else ""
     return (
         f"<DETECTION><UNIQUE_VULN_ID>{d.unique_vuln_id}</UNIQUE_VULN_ID><QID>{d.qid}</QID>"
         f"<TYPE>{d.type}</TYPE><SEVERITY>{d.severity}</SEVERITY>{port}{results}"
@@ -242,8 +280,8 @@ def _detection(d: Detection, o: HostOptions) -> str:
         f"</LAST_FOUND_DATETIME>{qds}{factors}<TIMES_FOUND>{d.times_found}</TIMES_FOUND>"
         f"<LAST_TEST_DATETIME>{fmt_utc(d.last_test)}</LAST_TEST_DATETIME>"
         f"<LAST_UPDATE_DATETIME>{fmt_utc(d.last_update)}</LAST_UPDATE_DATETIME>{fixed}{reopened}"
-        f"{service}<IS_IGNORED>0</IS_IGNORED><IS_DISABLED>0</IS_DISABLED>"
-        f"<LAST_PROCESSED_DATETIME>{fmt(d.last_processed)}</LAST_PROCESSED_DATETIME>"
+        f"{service}<IS_IGNORED>0</IS_IGNORED><IS_DISABLED>0</IS_DISABLED>{arf}"
+        f"<LAST_PROCESSED_DATETIME>{fmt(d.last_processed)}</LAST_PROCESSED_DATETIME>{mitre}"
         "</DETECTION>"
     )
 

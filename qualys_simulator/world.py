@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from qualys_simulator import datagen
-from qualys_simulator.model import Detection, Epoch, Host, fmt, mix, unit
+from qualys_simulator.model import ARS_FORMULA, Detection, Epoch, Host, fmt, mix, unit
 
 HOST_ID_BASE = 1_000_000
 HOST_ID_STRIDE = 16
@@ -27,6 +27,9 @@ HOST_ID_STRIDE = 16
 QID_BASE = 800_000
 QID_STRIDE = 4
 _REAL_QID_INDEX = {real.qid: k for k, real in enumerate(datagen.REAL_VULNS)}
+ARF_FIELDS = ("AFFECT_RUNNING_KERNEL", "AFFECT_RUNNING_SERVICE", "AFFECT_EXPLOITABLE_CONFIG")
+MITRE_FIELDS = ("MITRE_TACTIC_NAME", "MITRE_TECHNIQUE_NAME", "MITRE_TACTIC_ID",
+                "MITRE_TECHNIQUE_ID")
 DEFAULT_START = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 GroundTruthFn = Callable[[], Iterable[dict[str, Any]]]
@@ -301,8 +304,16 @@ class World:
                 "TRACKING_METHOD": host.tracking_method,
                 "LAST_VULN_SCAN_DATETIME": fmt(host.last_vm_scanned),
                 "LAST_VM_SCANNED_DATE": fmt(host.last_vm_scanned),
+                "ASSET_RISK_SCORE": host.asset_risk_score,
+                "ARS_FACTORS": {
+                    "ars_formula": ARS_FORMULA,
+                    "vuln_count": [{"qds_severity": s, "count": n}
+                                   for s, n in host.ars_vuln_counts],
+                },
             }
 
+    # The default tap run asks for these (show_arf_data, mitre_attack_details); a field the
+    # answer leaves out is null.
     def host_detections_truth(self) -> Iterator[dict[str, Any]]:
         for host in self.hosts_from(0):
             for d in self.detections(host):
@@ -320,4 +331,7 @@ class World:
                     "LAST_FIXED_DATETIME": fmt(d.last_fixed),
                     "LAST_PROCESSED_DATETIME": fmt(d.last_processed),
                     "TIMES_FOUND": d.times_found,
+                    "HOST_OS_CPE": host.os_cpe,
+                    **dict(zip(ARF_FIELDS, d.arf, strict=True)),
+                    **dict(zip(MITRE_FIELDS, d.mitre or (None,) * 4, strict=True)),
                 }

@@ -36,7 +36,7 @@ from tap_qualys.auth import (
     gateway_authenticator,
     vm_api_authenticator,
 )
-from tap_qualys.concurrency import shared_pause_gate
+from tap_qualys.concurrency import PauseGate, shared_pause_gate
 from tap_qualys.platforms import resolve_urls
 from tap_qualys.retries import (
     DEFAULT_MAX_RATE_LIMIT_WAIT,
@@ -749,11 +749,38 @@ class QualysGatewayStream(QualysStream[t.Any]):
             except ValueError as exc:
                 reason = f"invalid JSON from the gateway ({len(response.content):,} bytes): {exc}"
                 raise FailedAttempt(Verdict(Kind.BACKOFF, reason)) from None
-            return parse(decoded)
+            result = parse(decoded)
+            self._pace(gate, response.headers)
+            return result
 
         return self.retry_policy.run(
             attempt, label=label, stats=self.stats, on_rate_limit=gate.pause
         )
+
+    def _pace(self, gate: PauseGate, headers: Mapping[str, str]) -> None:
+        """Hold every caller of the gateway by its X-RateLimit headers, as the VM API is paced.
+
+        Through the shared gate rather than a sleep here: parallel postureInfo workers would
+        otherwise spend the few calls left in the window meanwhile.
+        """
+        pause = pacing_delay(headers)
+        if not pause:
+            return
+        max_wait = self.retry_policy.max_rate_limit_wait
+        if max_wait is not None and pause > max_wait:
+            # As for the VM API: the next call gets a 429 and fails naming max_rate_limit_wait.
+            self.logger.warning(
+                "%s: the gateway asks for %.0f s before the next call, above "
+                "max_rate_limit_wait (%.0f s); not waiting",
+                self.name,
+                pause,
+                max_wait,
+            )
+            return
+        self.logger.info(
+            "%s: pacing %.1f s, few gateway calls left in the window", self.name, pause
+        )
+        gate.pause(pause)
 
     def _send_authenticated(
         self,

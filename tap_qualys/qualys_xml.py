@@ -498,8 +498,16 @@ class XMLPage(Iterator[Record]):
         spec = _spec(layout.stream)
         record_tag = layout.record
         tags = [record_tag, "DATETIME", "WARNING", "RESPONSE", layout.root]
+        # Host List Detection: the HOST block's fields that detections carry as host_<field>
+        # (OS_CPE is in no other answer; TAGS only when show_tags=1 was sent).
+        host_fields: dict[str, Field] = {}
         if layout.per_host:
-            tags += ["HOST", "ID"]
+            host_fields = {
+                tag[len("HOST_") :]: entry
+                for tag, entry in spec.fields.items()
+                if tag.startswith("HOST_") and tag != "HOST_ID"
+            }
+            tags += ["HOST", "ID", *host_fields]
         parser = etree.XMLPullParser(
             events=("end",),
             tag=tags,
@@ -514,6 +522,7 @@ class XMLPage(Iterator[Record]):
         per_host = layout.per_host
         required = spec.required
         host_id: int | None = None
+        host_values: Record = {}
         seen_response = False
         complete = False
         previous = last = b""
@@ -544,6 +553,8 @@ class XMLPage(Iterator[Record]):
                                 msg = "HOST without an <ID> element before its DETECTION_LIST"
                                 raise QualysXMLError(msg)
                             record["host_id"] = host_id
+                            if host_values:
+                                record.update(host_values)
                             # Emptied now; the shell goes with its HOST (fewer tree operations).
                             element.clear(keep_tail=False)
                         else:
@@ -561,7 +572,16 @@ class XMLPage(Iterator[Record]):
                         if host_id is None:
                             raise QualysXMLError("HOST without an <ID> element")
                         host_id = None
+                        host_values = {}
                         _discard(element)
+                    elif tag in host_fields:
+                        parent = element.getparent()
+                        if parent is not None and parent.tag == "HOST":
+                            try:
+                                _convert_field(element, host_fields[tag], host_values)
+                            except CastError as exc:
+                                msg = f"<HOST>/<{tag}>: {exc}"
+                                raise QualysXMLError(msg) from None
                     elif tag == "RESPONSE":
                         seen_response = True
                     elif tag == layout.root:

@@ -220,8 +220,9 @@ VM_SETTINGS = [
         title="Show TruRisk",
         description=(
             "Include each host's TruRisk score and its factors (show_trurisk=1, "
-            "show_trurisk_factors=1). Consultant subscriptions reject these with 1901: turn it "
-            "off there."
+            "show_trurisk_factors=1), and the older Asset Risk Score and its factors (show_ars=1, "
+            "show_ars_factors=1). Consultant subscriptions reject these with 1901: turn it off "
+            "there."
         ),
     ),
     th.Property(
@@ -229,7 +230,38 @@ VM_SETTINGS = [
         th.BooleanType,
         default=True,
         title="Show tags",
-        description="Include asset tags on hosts and detection hosts.",
+        description="Include asset tags on hosts (and on detections, see detection_host_tags).",
+    ),
+    th.Property(
+        "detection_host_tags",
+        th.BooleanType,
+        default=False,
+        title="Tags on detections",
+        description=(
+            "Also put each host's asset tags on every one of its detections (host_tags; sends "
+            "show_tags=1 to Host List Detection). The hosts stream has them already; this repeats "
+            "them per detection, which makes detection output much larger."
+        ),
+    ),
+    th.Property(
+        "show_arf_data",
+        th.BooleanType,
+        default=True,
+        title="Show ARF data",
+        description=(
+            "Include whether a detection affects the running kernel, a running service or an "
+            "exploitable configuration (show_arf_data=1: the affect_* fields)."
+        ),
+    ),
+    th.Property(
+        "mitre_attack_details",
+        th.BooleanType,
+        default=True,
+        title="MITRE ATT&CK details",
+        description=(
+            "Include each detection's MITRE ATT&CK tactic and technique (mitre_attack_details=1: "
+            "the mitre_* fields)."
+        ),
     ),
     th.Property(
         "show_cloud_metadata",

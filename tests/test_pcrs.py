@@ -77,6 +77,19 @@ def test_full_sync_matches_ground_truth(world: Simulator) -> None:
     assert stats["requests"]["auth"] == 1
 
 
+def test_posture_calls_are_paced_by_the_rate_headers(caplog: pytest.LogCaptureFixture) -> None:
+    """Few gateway calls left: parallel postureInfo workers slow down together, and the sync is
+    complete."""
+    with Simulator(hosts=20, seed=11, gateway_rate_limit=8, gateway_rate_window=2) as sim:
+        config = gateway_config(sim, pcrs_batch_size=4, pcrs_max_concurrency=3)
+        with caplog.at_level(logging.INFO):
+            records, _ = run_tap(config, PCRS_STREAMS)
+        assert_matches_truth(records, sim)
+        stats = sim.stats()
+    assert stats["requests"]["pcrs_posture_info"] > 8  # more calls than one window allows
+    assert "pcrs_posture_info: pacing" in caplog.text
+
+
 def test_posture_records_are_typed(world: Simulator) -> None:
     postures = run_tap(gateway_config(world), PCRS_STREAMS)[0]["pcrs_posture_info"]
     never_failed = [p for p in postures if p["status"] == "Passed" and p["firstFailDate"] is None]

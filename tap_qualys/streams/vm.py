@@ -161,6 +161,9 @@ class HostsStream(QualysVMStream):
             # Consultant subscriptions reject both with 1901: show_trurisk=false leaves them out.
             "show_trurisk": 1 if trurisk else None,
             "show_trurisk_factors": 1 if trurisk else None,
+            # The Asset Risk Score is TruRisk's predecessor: same subscriptions, same switch.
+            "show_ars": 1 if trurisk else None,
+            "show_ars_factors": 1 if trurisk else None,
             "vm_processed_after": self.processed_after(),
             "id_min": config.get("id_min"),
             "id_max": config.get("id_max"),
@@ -326,7 +329,12 @@ class HostDetectionsStream(QualysVMStream):
             "show_qds_factors": _flag(config.get("show_qds_factors", True)),
             "include_ignored": _flag(config.get("include_ignored", True)),
             "include_disabled": _flag(config.get("include_disabled", True)),
-            "show_tags": _flag(config.get("show_tags", True)),
+            # Tags come with the hosts stream; per detection only when asked (they repeat).
+            "show_tags": _flag(
+                config.get("show_tags", True) and config.get("detection_host_tags", False)
+            ),
+            "show_arf_data": _flag(config.get("show_arf_data", True)),
+            "mitre_attack_details": _flag(config.get("mitre_attack_details", True)),
             **tag_filters(config),
         }
         if context and "host_batch" in context:

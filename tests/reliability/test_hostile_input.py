@@ -77,7 +77,9 @@ def vm_document(sim: Simulator, path: str, **params: str) -> bytes:
 def host_list(sim: Simulator) -> bytes:
     # Every host in one answer, with the fields the tap asks for.
     return vm_document(sim, HOST_LIST, details="All", truncation_limit="0", show_asset_id="1",
-                       show_tags="1", show_cloud_tags="1", host_metadata="all")
+                       show_tags="1", show_cloud_tags="1", host_metadata="all",
+                       show_trurisk="1", show_trurisk_factors="1", show_ars="1",
+                       show_ars_factors="1")
 
 
 def first_batch_detections(sim: Simulator) -> bytes:
@@ -86,7 +88,7 @@ def first_batch_detections(sim: Simulator) -> bytes:
     batch = ",".join(str(i) for i in ids[: SMALL_TAP["host_batch_size"]])
     return vm_document(sim, DETECTIONS, ids=batch, truncation_limit="0", show_asset_id="1",
                        show_results="1", show_reopened_info="1", show_igs="1", show_qds="1",
-                       show_qds_factors="1", show_tags="1",
+                       show_qds_factors="1", show_arf_data="1", mitre_attack_details="1",
                        status="New,Active,Re-Opened,Fixed")
 
 

@@ -15,6 +15,10 @@ HLD = "/api/5.0/fo/asset/host/vm/detection/"
 HL = "/api/5.0/fo/asset/host/"
 KB = "/api/4.0/fo/knowledge_base/vuln/"
 ALL_STATUSES = "New,Active,Re-Opened,Fixed"
+#: The detection fields beyond the basics that the ground truth holds (the tap asks for them).
+TRUTH_FIELDS = {"show_arf_data": "1", "mitre_attack_details": "1"}
+_ARF = ("AFFECT_RUNNING_KERNEL", "AFFECT_RUNNING_SERVICE", "AFFECT_EXPLOITABLE_CONFIG")
+_MITRE = ("MITRE_TACTIC_NAME", "MITRE_TECHNIQUE_NAME", "MITRE_TACTIC_ID", "MITRE_TECHNIQUE_ID")
 LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Window-Sec", "X-RateLimit-Remaining",
                  "X-RateLimit-ToWait-Sec", "X-Concurrency-Limit-Limit",
                  "X-Concurrency-Limit-Running")
@@ -69,7 +73,8 @@ def follow(sim: Simulator, path: str, params: dict[str, Any]) -> list[etree._Ele
 
 
 def detection_records(roots: list[etree._Element]) -> list[dict[str, Any]]:
-    """HLD pages -> records shaped like the host_detections ground truth."""
+    """HLD pages -> records shaped like the host_detections ground truth (ask for them with
+    ``TRUTH_FIELDS``)."""
     def number(text: str | None) -> int | None:
         return None if text is None else int(text)
 
@@ -77,6 +82,7 @@ def detection_records(roots: list[etree._Element]) -> list[dict[str, Any]]:
     for root in roots:
         for host in root.iterfind("RESPONSE/HOST_LIST/HOST"):
             host_id = int(host.findtext("ID") or 0)
+            os_cpe = (host.findtext("OS_CPE") or "").strip() or None
             for d in host.iterfind("DETECTION_LIST/DETECTION"):
                 records.append({
                     "HOST_ID": host_id,
@@ -92,6 +98,9 @@ def detection_records(roots: list[etree._Element]) -> list[dict[str, Any]]:
                     "LAST_FIXED_DATETIME": d.findtext("LAST_FIXED_DATETIME"),
                     "LAST_PROCESSED_DATETIME": d.findtext("LAST_PROCESSED_DATETIME"),
                     "TIMES_FOUND": int(d.findtext("TIMES_FOUND") or 0),
+                    "HOST_OS_CPE": os_cpe,
+                    **{tag: number(d.findtext(tag)) for tag in _ARF},
+                    **{tag: d.findtext(tag) for tag in _MITRE},
                 })
     return records
 

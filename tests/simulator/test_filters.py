@@ -11,6 +11,7 @@ from tests.simulator.helpers import (
     HL,
     HLD,
     KB,
+    TRUTH_FIELDS,
     call,
     detection_records,
     host_ids,
@@ -44,7 +45,7 @@ def test_status_filter_and_default(sim: Simulator) -> None:
     truth = sim.ground_truth("host_detections")
     for status in ("New", "Active", "Fixed", "Re-Opened"):
         got = detection_records([xml(call(sim, HLD, {"status": status, "show_igs": "1",
-                                                     "truncation_limit": "0"}))])
+                                                     "truncation_limit": "0", **TRUTH_FIELDS}))])
         assert got == [d for d in truth if d["STATUS"] == status], status
     default = detection_records([xml(call(sim, HLD, {"show_igs": "1", "truncation_limit": "0"}))])
     assert {d["STATUS"] for d in default} == {"New", "Active", "Re-Opened"}

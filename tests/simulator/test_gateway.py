@@ -395,6 +395,36 @@ def test_gateway_throttles_with_429_and_retry_after() -> None:
         assert gw.post(COUNT).status_code == 200
 
 
+RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Window-Sec", "X-RateLimit-Remaining",
+                "X-RateLimit-ToWait-Sec")
+
+
+def test_gateway_answers_carry_the_rate_headers() -> None:
+    with Simulator(hosts=5, seed=3, gateway_rate_limit=5, gateway_rate_window=30) as limited:
+        gw = Gateway(limited)
+        answers = [gw.post(COUNT) for _ in range(6)]
+        assert [a.status_code for a in answers] == [200] * 5 + [429]
+        for answer in answers:
+            assert all(name in answer.headers for name in RATE_HEADERS), answer.headers
+            assert answer.headers["X-RateLimit-Limit"] == "5"
+            assert answer.headers["X-RateLimit-Window-Sec"] == "30"
+        assert [a.headers["X-RateLimit-Remaining"] for a in answers] == ["4", "3", "2", "1", "0",
+                                                                         "0"]
+        assert [a.headers["X-RateLimit-ToWait-Sec"] for a in answers[:5]] == ["0"] * 5
+        throttled = answers[-1].headers
+        assert throttled["X-RateLimit-ToWait-Sec"] == throttled["Retry-After"]
+        assert 1 <= int(throttled["Retry-After"]) <= 30
+
+
+def test_every_gateway_endpoint_sends_rate_headers(sim: Simulator) -> None:
+    gw = Gateway(sim)
+    answers = [gw.post(COUNT), gw.post(SEARCH, pageSize=5),
+               gw.get(POLICY_LIST)]
+    for answer in answers:
+        assert answer.status_code == 200
+        assert all(name in answer.headers for name in RATE_HEADERS), answer.url
+
+
 def test_gateway_faults_and_concurrency_stats() -> None:
     with Simulator(hosts=20, seed=4) as faulty:
         gw = Gateway(faulty)

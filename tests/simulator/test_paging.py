@@ -10,6 +10,7 @@ from tests.simulator.helpers import (
     HL,
     HLD,
     KB,
+    TRUTH_FIELDS,
     call,
     detection_records,
     follow,
@@ -60,7 +61,8 @@ def test_warning_url_adds_default_truncation_limit() -> None:
 
 
 def test_detection_pages_match_ground_truth(sim: Simulator) -> None:
-    pages = follow(sim, HLD, {"truncation_limit": "4", "status": ALL_STATUSES, "show_igs": "1"})
+    pages = follow(sim, HLD, {"truncation_limit": "4", "status": ALL_STATUSES, "show_igs": "1",
+                              **TRUTH_FIELDS})
     assert len(pages) > 2
     got = detection_records(pages)
     assert got == sim.ground_truth("host_detections")
@@ -128,7 +130,7 @@ def test_warning_url_extra_params_adds_unsent_parameters(sim: Simulator) -> None
         assert xml(verbatim).find(".//DETECTION/RESULTS") is None
         # Re-sending our own parameters with the new id_min pages correctly.
         pages = follow(sim, HLD, {"truncation_limit": "4", "status": ALL_STATUSES,
-                                  "show_igs": "1"})
+                                  "show_igs": "1", **TRUTH_FIELDS})
         assert detection_records(pages) == sim.ground_truth("host_detections")
         sim.configure(kb_page_size=50)
         kb = xml(call(sim, KB, {"details": "All"}))

@@ -7,9 +7,20 @@ from datetime import datetime, timezone
 
 from qualys_simulator.testing import Simulator
 from qualys_simulator.world import World, WorldOptions
-from tests.simulator.helpers import ALL_STATUSES, HL, HLD, KB, call, detection_records, follow, xml
+from tests.simulator.helpers import (
+    ALL_STATUSES,
+    HL,
+    HLD,
+    KB,
+    TRUTH_FIELDS,
+    call,
+    detection_records,
+    follow,
+    xml,
+)
 
-FULL_SYNC = {"status": ALL_STATUSES, "show_igs": "1", "truncation_limit": "0"}
+FULL_SYNC = {"status": ALL_STATUSES, "show_igs": "1", "truncation_limit": "0",
+             **TRUTH_FIELDS}
 
 
 def test_clock_starts_fixed_and_moves_on_advance() -> None:
