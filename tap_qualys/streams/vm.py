@@ -62,6 +62,7 @@ class KnowledgeBaseStream(QualysVMStream):
     name = "knowledge_base"
     path = "/api/4.0/fo/knowledge_base/vuln/"
     primary_keys = ("qid",)
+    paging_key = "qid"
     replication_key = "last_service_modification_datetime"
     is_sorted = False
     schema = StreamSchema(SCHEMAS)
@@ -247,6 +248,7 @@ class HostDetectionsStream(QualysVMStream):
     parent_stream_type = HostsStream
     state_partitioning_keys: t.ClassVar[list[str]] = []
     primary_keys = ("host_id", "unique_vuln_id")
+    paging_key = "host_id"
     schema = StreamSchema(SCHEMAS)
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
