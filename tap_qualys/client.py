@@ -179,6 +179,8 @@ class FetchedPage:
     extracted: datetime
     #: The highest paging key (see ``QualysVMStream.paging_key``) among the records; None if none.
     max_key: int | None = None
+    #: Fields the parser cut at its size limit (``qualys_xml.MAX_TEXT_BYTES``).
+    cut_fields: int = 0
 
 
 class StalledPages:
@@ -477,6 +479,7 @@ class QualysVMStream(QualysStream[int | None]):
             extracted=extracted,
             # Records come in ascending key order: the last one holds the highest key.
             max_key=record.get(self.paging_key) if record is not None else None,
+            cut_fields=page.cut_fields,
         )
         # Pause outside the slot, so a parallel call is not held up by our pacing.
         if pause := pacing_delay(response.headers):
