@@ -269,6 +269,8 @@ class HostDetectionsStream(QualysVMStream):
         #: Batches Qualys truncated although we asked for no limit, and the pages they took.
         self.truncated_batches = 0
         self.followed_pages = 0
+        #: RESULTS cut at the parser's size limit (each one logged as a WARNING).
+        self.cut_results = 0
 
     def queue_batch(self, host_ids: list[int], *, last: bool) -> Context:
         """Take a batch of host ids from the parent; return the child context naming it."""
@@ -387,6 +389,7 @@ class HostDetectionsStream(QualysVMStream):
                 _close_pages((number, hosts, pages))
 
     def _emit_batch(self, number: int, hosts: int, pages: list[FetchedPage]) -> Iterator[Record]:
+        self.cut_results += sum(page.cut_fields for page in pages)
         if len(pages) > 1:
             self.truncated_batches += 1
             self.followed_pages += len(pages) - 1
@@ -422,6 +425,14 @@ class HostDetectionsStream(QualysVMStream):
                 self.name,
                 self.truncated_batches,
                 self.followed_pages,
+            )
+        if self.cut_results:
+            self.logger.warning(
+                "%s: %d RESULTS over the %d MB limit were cut there and marked (see the "
+                "WARNINGs naming their host and QID)",
+                self.name,
+                self.cut_results,
+                qualys_xml.MAX_TEXT_BYTES // 1_000_000,
             )
 
     @cached_property
