@@ -10,8 +10,10 @@ Each record element is converted through the table compiled from the stream's JS
 Safety: the prolog is checked before lxml sees a byte. An internal DTD subset (the only place
 entities can be declared: XXE, billion laughs) is refused; an external ``<!DOCTYPE … SYSTEM
 "https://…dtd">`` line is accepted and never fetched (``load_dtd=False``, ``no_network=True``,
-``resolve_entities=False``). libxml2's default limits stay on (``huge_tree=False``), so a runaway
-text node (over 10 MB) is a clean error instead of unbounded memory.
+``resolve_entities=False``). libxml2's default limits stay on (``huge_tree=False``): nesting over
+256 deep is an error. Its 10 MB limit per text node is applied, before lxml sees the bytes, to
+each element's text with its CDATA sections joined (``_TextLimit``): a detection's RESULTS is cut
+there with a marker, any other element over it is an error, never unbounded memory.
 
 NUL characters: Qualys sometimes puts NUL bytes into RESULTS. NUL can never appear in XML (and
 most SQL targets reject it), so each NUL byte is replaced with U+FFFD before parsing: the value
