@@ -279,7 +279,8 @@ def test_results_over_the_limit_in_cdata_sections_are_cut(baseline: Baseline,
     assert any(f"host {cut[0]['host_id']}" in line and f"QID {cut[0]['qid']}" in line
                for line in warnings), warnings
     assert any(f"{len(cut)} RESULTS over the 10 MB limit" in line for line in warnings), warnings
-    assert run.result.peak_rss["tap"] < 400 * 2**20, run.result.peak_rss
+    # Before the limit applied to the joined text: 834 MiB; measured 146 MiB with it.
+    assert run.result.peak_rss["tap"] < 250 * 2**20, run.result.peak_rss
 
 
 def test_a_50_mb_text_node_elsewhere_is_refused(baseline: Baseline, tmp_path: Path) -> None:
