@@ -257,7 +257,9 @@ class CsamAssetsStream(QualysGatewayStream):
                 yield read_inventory(asset)
             # The generator only resumes here once the SDK has written the page's last record.
             paginator.advance(page)
-            if not paginator.finished:
+            # An empty page moves no resume point: a server paging in place (see the
+            # paginator) must not leave one past assets it never sent.
+            if not paginator.finished and page.assets:
                 self._save_resume_point(query, paginator.current_value)
         self.stream_state.pop(self.resume_key, None)
         self.state_manager.is_flushed = False

@@ -54,6 +54,9 @@ def test_a_pager_that_never_ends_is_stopped(stalled: Simulator, tmp_path: Path, 
     assert MAX_STALLED_PAGES <= stats["faults"]["stalled_pager"] <= bound, stats["faults"]
     assert stats["requests"][endpoint] <= bound, stats["requests"]
     assert not result.records(stream), "records from a server that never sent one"
+    states = [m["value"] for m in result.tap_messages() if m.get("type") == "STATE"]
+    assert not any(s.get("bookmarks", {}).get(stream, {}).get("resume") for s in states), (
+        "a resume point past assets the server never sent")
 
 
 def test_truncated_detection_batches_are_followed(tmp_path: Path) -> None:
