@@ -295,6 +295,16 @@ def test_a_50_mb_text_node_elsewhere_is_refused(baseline: Baseline, tmp_path: Pa
     assert run.result.peak_rss["tap"] < 400 * 2**20, run.result.peak_rss
 
 
+def test_a_10000_deep_document_is_refused_for_its_depth(baseline: Baseline,
+                                                        tmp_path: Path) -> None:
+    document = host_list(baseline.sim).replace(
+        b"</TRACKING_METHOD>", b"</TRACKING_METHOD>" + b"<X>" * 10_000 + b"</X>" * 10_000, 1)
+    run = run_with_injected(baseline, tmp_path, endpoint="host_list", body=document,
+                            streams=("hosts",))
+    line = assert_refused(run, stream="hosts", says=("nested",))
+    assert "10 MB" not in line, line
+
+
 def test_non_numeric_text_where_a_number_belongs(baseline: Baseline, tmp_path: Path) -> None:
     document = edit_first(first_batch_detections(baseline.sim), "TIMES_FOUND", b"many")
     run = run_with_injected(baseline, tmp_path, endpoint="host_detection", body=document,
