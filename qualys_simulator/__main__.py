@@ -75,6 +75,9 @@ def build_parser(gateway: ModuleType | None) -> argparse.ArgumentParser:
     vm.add_argument("--rate-window-sec", type=int, default=3600)
     vm.add_argument("--kb-page-size", type=int, default=0,
                     help="page the KB with WARNING/1980 every N QIDs (0 = one document)")
+    vm.add_argument("--detection-truncation-limit", type=int, default=0,
+                    help="Host List Detection truncates at N hosts with WARNING/1980 even when "
+                         "asked for truncation_limit=0 (0 = never)")
     vm.add_argument("--no-doctype", action="store_true", help="omit the DOCTYPE lines")
     vm.add_argument("--consultant", action="store_true",
                     help="reject TruRisk/QDS parameters with 1901, like consultant subscriptions")
@@ -114,6 +117,7 @@ def build(args: argparse.Namespace, gateway: ModuleType | None) -> Simulator:
                          doctype=not args.no_doctype, consultant=args.consultant,
                          kb_page_size=args.kb_page_size,
                          warning_url_extra_params=args.warning_url_extra_params,
+                         detection_truncation_limit=args.detection_truncation_limit,
                          scheme="https" if args.tls_cert else "http")
     api: GatewayLike | None = None
     if gateway is not None:

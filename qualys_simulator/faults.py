@@ -34,6 +34,9 @@ FAULT_NAMES = (
     "invalid_chars",  # HTTP 200, well-formed tags but a NUL, control chars and bad UTF-8 in text
     "slow_first_byte",  # sleep `slow_first_byte_sec` before the status line
     "csam_no_cursor",  # CSAM search: SUCCESS page with hasMore=1 but no lastSeenAssetId (§8)
+    # A server paging in place: no record, yet "more" with a cursor one past the one sent
+    # (CSAM: hasMore=1, lastSeenAssetId+1; VM API: WARNING 1980 with id_min+1).
+    "stalled_pager",
 )
 
 

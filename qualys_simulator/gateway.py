@@ -319,7 +319,7 @@ class GatewayAPI:
         released = False
         try:
             response = self._guarded(endpoint, request, handler)
-            response = self._apply_body_faults(endpoint, response)
+            response = self._apply_body_faults(endpoint, response, request)
             if not isinstance(response.body, bytes | bytearray):
                 # Streamed: the call is still running until the last chunk is written.
                 response.body = self._leave_after(endpoint, response.body)
@@ -395,7 +395,8 @@ class GatewayAPI:
         return response
 
     # One return per fault: each replaces the whole answer.
-    def _apply_body_faults(self, endpoint: str, response: Response) -> Response:  # noqa: PLR0911
+    def _apply_body_faults(self, endpoint: str, response: Response,  # noqa: PLR0911
+                           request: Request) -> Response:
         if response.status not in {200, 201}:
             return response
         if self.faults.roll("error_200", endpoint):
@@ -415,6 +416,12 @@ class GatewayAPI:
             doc = json.loads(_joined(response.body))
             doc.pop("lastSeenAssetId", None)
             doc["hasMore"] = self._has_more(1)
+            return _json(200, doc, response.headers)
+        if endpoint == CSAM_SEARCH_NAME and self.faults.roll("stalled_pager", endpoint):
+            self.stats.fault("stalled_pager")
+            doc = json.loads(_joined(response.body))
+            doc.update(count=0, hasMore=self._has_more(1), assetListData={"asset": []},
+                       lastSeenAssetId=int(request.query.get("lastSeenAssetId") or 0) + 1)
             return _json(200, doc, response.headers)
         broken = next((name for name in ("truncated_200", "malformed_xml")
                        if self.faults.roll(name, endpoint)), None)

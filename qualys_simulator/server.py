@@ -29,7 +29,8 @@ LIMIT_KEYS = {"concurrency_limit", "rate_limit", "rate_window_sec", "held_slots"
               "reset_rate_windows"}
 FAULT_KEYS = {"faults", "fault_budget", "fault_endpoints", "slow_first_byte_sec",
               "record_delay_sec"}
-VM_KEYS = {"doctype", "consultant", "kb_page_size", "warning_url_extra_params"}
+VM_KEYS = {"doctype", "consultant", "kb_page_size", "warning_url_extra_params",
+           "detection_truncation_limit"}
 GATEWAY_PREFIXES = ("/auth", "/rest/", "/pcrs/")
 
 
@@ -97,6 +98,7 @@ class Simulator:
             "doctype": self.vm_config.doctype, "consultant": self.vm_config.consultant,
             "kb_page_size": self.vm_config.kb_page_size,
             "warning_url_extra_params": self.vm_config.warning_url_extra_params,
+            "detection_truncation_limit": self.vm_config.detection_truncation_limit,
             **(getattr(self.gateway, "snapshot", dict)()),
         }
 

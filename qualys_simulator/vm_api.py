@@ -43,6 +43,10 @@ class VMConfig:
     # Doc §4: the WARNING URL can carry parameters the caller never sent (e.g. details=None).
     # On, the truncation URL adds WARNING_URL_EXTRAS[endpoint] for those the caller left out.
     warning_url_extra_params: bool = False
+    # >0: Host List Detection answers hold at most this many hosts and end with WARNING 1980,
+    # even when the caller asked for truncation_limit=0 (no limit): a server may truncate any
+    # answer, and the WARNING URL then repeats truncation_limit=0 with the next id_min.
+    detection_truncation_limit: int = 0
 
 
 def _in_ranges(ranges: list[tuple[int, int]], value: int) -> bool:
@@ -548,9 +552,24 @@ class VMAPI:
                   user: str) -> Iterator[str]:
         now = self.world.clock.now()
         echo = self._echo(req, user, values)
+        if self.faults.roll("stalled_pager", endpoint):
+            self.stats.fault("stalled_pager")
+            return self._stalled_page(req, endpoint, values, now, echo)
         if endpoint == "knowledge_base":
             return self._kb(req, values, now, echo)
         return self._hosts(req, endpoint, values, now=now, echo=echo)
+
+    def _stalled_page(self, req: Request, endpoint: str, values: dict[str, object],
+                      now: datetime, echo: str) -> Iterator[str]:
+        """No record, but a WARNING 1980 whose id_min is one past the one asked for."""
+        root = {"knowledge_base": "KNOWLEDGE_BASE_VULN_LIST_OUTPUT",
+                "host_detection": "HOST_LIST_VM_DETECTION_OUTPUT"}.get(endpoint,
+                                                                        "HOST_LIST_OUTPUT")
+        limit = int(values.get("truncation_limit") or DEFAULT_TRUNCATION_LIMIT)  # type: ignore[call-overload]
+        next_id = int(values.get("id_min", 0)) + 1  # type: ignore[call-overload]
+        yield vm_xml.document_head(root, None, now, echo)
+        yield vm_xml.warning(limit, self._next_url(req, limit, next_id))
+        yield f"  </RESPONSE>\n</{root}>\n"
 
     def _hosts(self, req: Request, endpoint: str, values: dict[str, object], *, now: datetime,
                echo: str) -> Iterator[str]:
@@ -559,6 +578,9 @@ class VMAPI:
         dtd = ("fo/asset/host/vm/detection/host_list_vm_detection_output.dtd" if detections
                else "fo/asset/host/host_list_output.dtd")
         limit = int(values.get("truncation_limit", DEFAULT_TRUNCATION_LIMIT))  # type: ignore[call-overload]
+        cap = self.config.detection_truncation_limit
+        if detections and cap and (not limit or limit > cap):
+            limit = cap
         host_filter = HostFilter(values, now)
         det_filter = DetectionFilter(values, now) if detections else None
         options = host_options(values)

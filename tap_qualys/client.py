@@ -74,6 +74,10 @@ SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 SPOOL_FRAME_RECORDS = 256
 #: Error bodies are small SIMPLE_RETURN documents; never read more than this of one.
 MAX_ERROR_BODY = 1024 * 1024
+#: Pages in a row that say "more records exist" yet bring no new record before a pager stops.
+#: A real server may answer an empty page now and then (a filter that matches nothing in an id
+#: range); ten in a row is a server paging in place, which would otherwise never end.
+MAX_STALLED_PAGES = 10
 
 
 class RecordSpool:
@@ -174,6 +178,38 @@ class FetchedPage:
     elapsed: float
     #: When the answer arrived: the ``time_extracted`` of its records.
     extracted: datetime
+    #: The highest paging key (see ``QualysVMStream.paging_key``) among the records; None if none.
+    max_key: int | None = None
+    #: Fields the parser cut at its size limit (``qualys_xml.MAX_TEXT_BYTES``).
+    cut_fields: int = 0
+
+
+class StalledPages:
+    """Counts pages in a row that say "more" but bring nothing new; fails at the bound.
+
+    Every pager checks this besides its own cursor check (a cursor that repeats or goes back is
+    an immediate error): a cursor that creeps forward over empty pages would page forever.
+    """
+
+    def __init__(self, label: str, limit: int = MAX_STALLED_PAGES) -> None:
+        """``label`` names the stream (and endpoint) in the error."""
+        self.label = label
+        self.limit = limit
+        self.count = 0
+
+    def page(self, *, brought_new: bool, cursor: object) -> None:
+        """Note one page that says more records exist; raise after ``limit`` stalled ones."""
+        if brought_new:
+            self.count = 0
+            return
+        self.count += 1
+        if self.count >= self.limit:
+            msg = (
+                f"{self.label} failed: {self.count} pages in a row said more records exist but "
+                f"brought no new record (next cursor {cursor}); stopping rather than paging "
+                "forever. Qualys is paging in place: retry later or contact Qualys support"
+            )
+            raise QualysAPIError(msg)
 
 
 class TruncationPaginator(BaseAPIPaginator[int | None]):
@@ -188,6 +224,8 @@ class TruncationPaginator(BaseAPIPaginator[int | None]):
         super().__init__(None)
         self._logger = logger
         self._label = label
+        self._stalled = StalledPages(label)
+        self._highest: int | None = None
 
     @override
     def advance(self, response: requests.Response | FetchedPage) -> None:
@@ -220,6 +258,12 @@ class TruncationPaginator(BaseAPIPaginator[int | None]):
                 f"{self.current_value}; stopping without completing the sync"
             )
             raise QualysAPIError(msg)
+        # Records come in ascending key order: a page is new only if it goes past the last one.
+        key = response.max_key
+        brought_new = key is not None and (self._highest is None or key > self._highest)
+        if brought_new:
+            self._highest = key
+        self._stalled.page(brought_new=brought_new, cursor=f"id_min={id_min}")
         self._logger.debug("%s: next page from id_min=%d", self._label, id_min)
         return id_min
 
@@ -320,6 +364,8 @@ class QualysVMStream(QualysStream[int | None]):
 
     http_method = "POST"
     payload_as_json = False
+    #: The record field that ``id_min`` pages over; tells a page that brings new records.
+    paging_key = "id"
     #: ``casting`` has already typed every value against this stream's schema: a record starts
     #: as a copy of the schema's keys and holds only str, int, finite float, bool, None and
     #: lists/dicts of those (tests/test_qualys_xml.py checks the SDK's conformance leaves
@@ -446,6 +492,7 @@ class QualysVMStream(QualysStream[int | None]):
                     limit.observe(response.headers)
                 self._check_status(response)
                 spool = RecordSpool()
+                record: dict[str, t.Any] | None = None
                 try:
                     page = self.parse_response(response)
                     for record in page:
@@ -462,6 +509,9 @@ class QualysVMStream(QualysStream[int | None]):
             response_datetime=_as_text(page.response_datetime),
             elapsed=time.monotonic() - started,
             extracted=extracted,
+            # Records come in ascending key order: the last one holds the highest key.
+            max_key=record.get(self.paging_key) if record is not None else None,
+            cut_fields=page.cut_fields,
         )
         # Pause outside the slot, so a parallel call is not held up by our pacing.
         if pause := pacing_delay(response.headers):

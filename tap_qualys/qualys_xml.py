@@ -10,8 +10,10 @@ Each record element is converted through the table compiled from the stream's JS
 Safety: the prolog is checked before lxml sees a byte. An internal DTD subset (the only place
 entities can be declared: XXE, billion laughs) is refused; an external ``<!DOCTYPE … SYSTEM
 "https://…dtd">`` line is accepted and never fetched (``load_dtd=False``, ``no_network=True``,
-``resolve_entities=False``). libxml2's default limits stay on (``huge_tree=False``), so a runaway
-text node (over 10 MB) is a clean error instead of unbounded memory.
+``resolve_entities=False``). libxml2's default limits stay on (``huge_tree=False``): nesting over
+256 deep is an error. Its 10 MB limit per text node is applied, before lxml sees the bytes, to
+each element's text with its CDATA sections joined (``_TextLimit``): a detection's RESULTS is cut
+there with a marker, any other element over it is an error, never unbounded memory.
 
 NUL characters: Qualys sometimes puts NUL bytes into RESULTS. NUL can never appear in XML (and
 most SQL targets reject it), so each NUL byte is replaced with U+FFFD before parsing: the value
@@ -72,6 +74,23 @@ _INCIDENT_MARK: Final = b"incident signature"
 _NUL_REPLACEMENT: Final = "\ufffd".encode()
 _ROOT_NAME: Final = re.compile(rb"<([A-Za-z_][A-Za-z0-9_.:-]*)")
 _CONTROL_CHARACTER: Final = re.compile(rb"[\x01-\x08\x0b\x0c\x0e-\x1f]")
+#: The most text one element may hold, in bytes, however many CDATA sections it is split into:
+#: libxml2's own limit for one text node (XML_MAX_TEXT_LENGTH, with huge_tree off).
+MAX_TEXT_BYTES: Final = 10_000_000
+#: The one field cut at MAX_TEXT_BYTES instead of failing its page: a detection's RESULTS is
+#: scanner output, and one huge RESULTS would otherwise fail its batch on every run.
+_CUT_FIELD: Final = b"RESULTS"
+_CUT_MARK: Final = "[... cut by tap-qualys: "
+_CDATA_OPEN: Final = b"<![CDATA["
+_CDATA_CLOSE: Final = b"]]>"
+_CDATA_SPLIT: Final = b"]]><![CDATA["
+_EMPTY_CDATA: Final = b"<![CDATA[]]>"
+#: Text nodes and CDATA sections are split into pieces this big (see ``_TextLimit._count``).
+_NODE_BYTES: Final = 1024 * 1024
+_TAG_NAME: Final = re.compile(rb"/?([A-Za-z_][A-Za-z0-9_.:-]*)")
+#: Bytes held back at the end of each chunk, so that a marker or tag name split across two
+#: chunks is seen whole.
+_HOLD_BACK: Final = 80
 
 
 class QualysResponseError(Exception):
@@ -94,6 +113,193 @@ class SimpleReturnError(QualysResponseError):
         self.text = text
         self.items: dict[str, str] = dict(items or {})
         super().__init__(f"Qualys SIMPLE_RETURN (code {code}): {text}")
+
+
+class _TextLimit:
+    """Applies :data:`MAX_TEXT_BYTES` to each element's joined text, on the raw bytes.
+
+    libxml2 limits each text node, but lxml joins an element's adjacent text and CDATA nodes,
+    so twelve 9 MB CDATA sections would load as one 108 MB field. This scan runs before the
+    parser: it follows CDATA sections and counts each element's text until the next tag, and
+    the parser never receives more than the limit of one element's text. RESULTS (in
+    detections) is cut there, its CDATA closed and a marker naming the bytes dropped appended;
+    any other element over the limit fails the page. One loop turn per CDATA section; the text
+    between them is searched with ``bytes.find``.
+    """
+
+    def __init__(self, *, cut_results: bool) -> None:
+        self.cut_results = cut_results
+        #: Bytes dropped from each RESULTS cut so far, in document order (read by XMLPage).
+        self.cuts: list[int] = []
+        self._held = b""
+        self._in_cdata = False
+        self._run = 0  # text bytes of the current element so far
+        self._tag = b""  # the element whose text is being counted ("" after an end tag)
+        self._skipping = False  # past the limit of a RESULTS: dropping until its end
+        self._dropped_from = 0  # the value of _run where the cut was made
+        self._node = 0  # bytes of the current text node or CDATA section
+
+    def feed(self, chunk: bytes, *, final: bool = False) -> bytes:
+        """The bytes to hand to the parser for ``chunk`` (some may be held until the next)."""
+        if len(chunk) <= _NODE_BYTES:
+            return self._feed(chunk, final=final)
+        # Pieces no bigger than a node: a text wholly inside one needs no counting (_feed).
+        pieces = range(0, len(chunk), _NODE_BYTES)
+        return b"".join(
+            self._feed(chunk[at : at + _NODE_BYTES], final=final and at == pieces[-1])
+            for at in pieces
+        )
+
+    def _feed(self, chunk: bytes, *, final: bool) -> bytes:
+        buf = self._held + chunk
+        end = len(buf) if final else max(len(buf) - _HOLD_BACK, 0)
+        out: list[bytes] = []
+        emit = 0  # start of the bytes not yet copied to ``out`` (or dropped)
+        pos = 0
+        jumped = False
+        while pos < end:
+            if self._in_cdata:
+                close = buf.find(_CDATA_CLOSE, pos, end + 2)
+                stop = close if close >= 0 else end
+                emit = self._count(buf, pos, stop, emit, out)
+                if close < 0:
+                    pos = end
+                    break
+                self._in_cdata = False
+                self._node = 0
+                pos = close + len(_CDATA_CLOSE)
+                continue
+            opening = buf.find(_CDATA_OPEN, pos, end + 8)
+            stop = opening if opening >= 0 else end
+            first = self._tag_at(buf, pos, stop, last=False)
+            if first >= 0:
+                # The current element's text ends at the first tag; the last tag in this
+                # stretch starts the text counted next.
+                emit = self._count(buf, pos, first, emit, out)
+                if self._skipping:
+                    out.append(self._marker())
+                    emit = first
+                if not jumped:
+                    # Text that starts and ends within this buffer is under a node's size:
+                    # go straight to the element whose text is still open at its end.
+                    jumped = True
+                    tail = self._open_at_end(buf, first, end)
+                    if tail > first:
+                        self._in_cdata = False
+                        self._run = self._node = 0
+                        pos = tail
+                        continue
+                last = self._tag_at(buf, first, stop, last=True)
+                name = _TAG_NAME.match(buf, last + 1)
+                closing = buf[last + 1 : last + 2] == b"/"
+                self._tag = name.group(1) if name is not None and not closing else b""
+                self._run = self._node = 0
+                after = buf.find(b">", last, stop)
+                pos = after + 1 if after >= 0 else stop
+            emit = self._count(buf, pos, stop, emit, out)
+            if opening < 0:
+                pos = end
+                break
+            self._in_cdata = True
+            self._node = 0
+            pos = opening + len(_CDATA_OPEN)
+        consumed = max(pos, end)
+        if not self._skipping:
+            out.append(buf[emit:consumed])
+        self._held = buf[consumed:]
+        return b"".join(out)
+
+    def _count(self, buf: bytes, start: int, stop: int, emit: int, out: list[bytes]) -> int:
+        """Count ``buf[start:stop]`` as text of the current element; cut when over the limit.
+
+        Returns where the bytes not yet copied to ``out`` now start.
+        """
+        if self._skipping:
+            self._run += stop - start
+            return stop
+        while start < stop:
+            size = stop - start
+            room = MAX_TEXT_BYTES - self._run
+            node_room = _NODE_BYTES - self._node
+            if size <= room and size <= node_room:
+                self._run += size
+                self._node += size
+                return emit
+            if room < node_room:
+                return self._cut(buf, start, stop, emit, out)
+            # libxml2 buffers a whole text node (or CDATA section) before it hands it over,
+            # and refuses one of 10 MB: split long ones. lxml joins them again, unchanged.
+            at = self._boundary(buf, start + node_room, emit)
+            out.append(buf[emit:at] + (_CDATA_SPLIT if self._in_cdata else _EMPTY_CDATA))
+            self._run += at - start
+            self._node = 0
+            start = emit = at
+        return emit
+
+    def _cut(self, buf: bytes, start: int, stop: int, emit: int, out: list[bytes]) -> int:
+        if not (self.cut_results and self._tag == _CUT_FIELD):
+            tag = self._tag.decode("ascii", "replace") or "an element's tail"
+            msg = (
+                f"Qualys XML rejected: the text of <{tag}> is over the "
+                f"{MAX_TEXT_BYTES // 1_000_000} MB limit (libxml2's, applied to its CDATA "
+                "sections joined)"
+            )
+            raise QualysXMLError(msg)
+        cut = self._boundary(buf, start + (MAX_TEXT_BYTES - self._run), emit)
+        out.append(buf[emit:cut] + (_CDATA_CLOSE if self._in_cdata else b""))
+        self._run += cut - start
+        self._skipping = True
+        self._dropped_from = self._run
+        self._run += stop - cut
+        return stop
+
+    def _boundary(self, buf: bytes, at: int, floor: int) -> int:
+        """``at`` or a little before: never inside a UTF-8 character or an entity reference."""
+        while at > floor and 0x80 <= buf[at] < 0xC0:
+            at -= 1
+        if not self._in_cdata:
+            entity = buf.rfind(b"&", max(floor, at - 12), at)
+            if entity >= 0 and buf.find(b";", entity, at) < 0:
+                at = entity
+        return at
+
+    def _marker(self) -> bytes:
+        dropped = self._run - self._dropped_from
+        self.cuts.append(dropped)
+        self._skipping = False
+        limit = MAX_TEXT_BYTES // 1_000_000
+        return f"{_CUT_MARK}{dropped:,} bytes over the {limit} MB limit]".encode()
+
+    @classmethod
+    def _open_at_end(cls, buf: bytes, floor: int, end: int) -> int:
+        """The ``<`` of the last tag outside CDATA in ``buf[floor:end]``; ``floor`` if none."""
+        limit = end + 2  # a "]]>" must start before ``end``
+        while True:
+            close = buf.rfind(_CDATA_CLOSE, floor, limit)
+            opening = buf.rfind(_CDATA_OPEN, floor, limit + 6)
+            if opening > close:  # inside the section opened there: look before it
+                limit = opening
+                continue
+            tag = cls._tag_at(buf, close + 3 if close >= 0 else floor, min(limit, end), last=True)
+            if tag >= 0:
+                return tag
+            if close < 0:
+                return floor
+            limit = buf.rfind(_CDATA_OPEN, floor, close)
+            if limit < 0:
+                return floor
+
+    @staticmethod
+    def _tag_at(buf: bytes, start: int, stop: int, *, last: bool) -> int:
+        """The first (or last) tag's ``<`` in ``buf[start:stop]`` (no CDATA in it), or -1.
+
+        Comments and processing instructions are not tags: the parser drops them and lxml
+        joins the text on both sides.
+        """
+        at = buf.rfind(b"<", start, stop) if last else buf.find(b"<", start, stop)
+        while at >= 0 and buf[at + 1 : at + 2] in (b"!", b"?"):
+            at = buf.rfind(b"<", start, at) if last else buf.find(b"<", at + 1, stop)
+        return at
 
 
 def _preview(value: str | bytes, limit: int = 80) -> str:
@@ -437,6 +643,8 @@ class XMLPage(Iterator[Record]):
         self.warning_code: int | None = None
         self.warning_text: str | None = None
         self.response_datetime: datetime | None = None
+        #: RESULTS fields cut at MAX_TEXT_BYTES in this page (each logged with its host and QID).
+        self.cut_fields = 0
         self._layout = layout
         self._records = self._parse(iter(chunks))
 
@@ -526,15 +734,20 @@ class XMLPage(Iterator[Record]):
         seen_response = False
         complete = False
         previous = last = b""
-        for chunk in chunks:
-            if not chunk:
+        text_limit = _TextLimit(cut_results=per_host)
+        for chunk in chain(chunks, (None,)):
+            if chunk is not None and not chunk:
                 continue
             with self._cpu_lock:
-                if b"\x00" in chunk:
-                    chunk = chunk.replace(b"\x00", _NUL_REPLACEMENT)  # noqa: PLW2901
-                previous, last = last, chunk
+                if chunk is None:
+                    data = text_limit.feed(b"", final=True)  # what it held back
+                else:
+                    if b"\x00" in chunk:
+                        chunk = chunk.replace(b"\x00", _NUL_REPLACEMENT)  # noqa: PLW2901
+                    previous, last = last, chunk
+                    data = text_limit.feed(chunk)
                 try:
-                    parser.feed(chunk)
+                    parser.feed(data)
                 except etree.XMLSyntaxError as exc:
                     raise self._syntax_error(exc, previous + last, chunks) from None
                 # libxml2 recovers from some errors without raising: after a DOCTYPE line an
@@ -555,6 +768,8 @@ class XMLPage(Iterator[Record]):
                             record["host_id"] = host_id
                             if host_values:
                                 record.update(host_values)
+                            if text_limit.cuts:
+                                self._note_cut(record, text_limit.cuts)
                             # Emptied now; the shell goes with its HOST (fewer tree operations).
                             element.clear(keep_tail=False)
                         else:
@@ -603,6 +818,20 @@ class XMLPage(Iterator[Record]):
         if not seen_response:
             msg = f"<{layout.root}> without a <RESPONSE> element"
             raise QualysXMLError(msg)
+
+    def _note_cut(self, record: Record, cuts: list[int]) -> None:
+        results = record.get("results")
+        if not (isinstance(results, str) and _CUT_MARK in results[-200:]):
+            return
+        self.cut_fields += 1
+        logger.warning(
+            "host_detections: the RESULTS of host %s, QID %s is over the %d MB limit: cut there, "
+            "%s bytes dropped and a marker appended",
+            record["host_id"],
+            record.get("qid"),
+            MAX_TEXT_BYTES // 1_000_000,
+            f"{cuts.pop(0):,}",
+        )
 
     @staticmethod
     def _host_id(element: etree._Element) -> int:
@@ -674,7 +903,9 @@ class XMLPage(Iterator[Record]):
         elif "invalid Char" in message or control is not None:
             found = f" (0x{control.group()[0]:02X})" if control is not None else ""
             reason = f"an invalid XML character{found}"
-        elif "huge" in message.lower() or "limit" in message.lower():
+        elif "depth" in message.lower():
+            reason = "elements nested deeper than libxml2's limit (256 levels)"
+        elif "huge" in message.lower() or "limit" in message.lower() or "too big" in message:
             reason = "a text node over libxml2's size limit (10 MB)"
         elif "Entity" in message:
             reason = "an entity reference (entities are not allowed)"

@@ -18,6 +18,7 @@ from singer_sdk.helpers._typing import conform_record_data_types
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_qualys.qualys_xml import (
+    MAX_TEXT_BYTES,
     QualysTruncatedResponseError,
     QualysXMLError,
     SimpleReturnError,
@@ -499,9 +500,84 @@ def test_nul_in_results_becomes_replacement_character():
     assert records[1]["results"] == "web01\ufffd.example.com\ufffd"
 
 
-def test_huge_text_node_is_a_clean_error():
+def _with_results(content: Iterator[bytes]) -> Iterator[bytes]:
+    """The detection fixture with the RESULTS of host 1001, QID 6 made of ``content``."""
     body = fixture("host_list_detection.xml")
-    cut = body.index(b"web01.example.com</RESULTS>")
+    start = body.index(b"<RESULTS>web01.example.com</RESULTS>") + len(b"<RESULTS>")
+    yield body[:start]
+    yield from content
+    yield body[start + len(b"web01.example.com") :]
+
+
+CUT_MARK = "[... cut by tap-qualys: "
+
+
+def _peak_rss_growth(run: Callable[[], Any]) -> int:
+    process = psutil.Process()
+    before = process.memory_info().rss
+    peak = before
+    run()
+    peak = max(peak, process.memory_info().rss)
+    return peak - before
+
+
+def test_results_split_into_cdata_sections_are_cut_at_the_limit(caplog):
+    """12 CDATA sections of 1 MB: one 12 MB field, cut at 10 MB with a marker."""
+    section = b"<![CDATA[" + b"R" * 1_000_000 + b"]]>"
+    with caplog.at_level(logging.WARNING, logger="tap_qualys.qualys_xml"):
+        page = parse_host_list_detection(_with_results(iter([section] * 12)))
+        records = list(page)
+    cut = next(r for r in records if r["qid"] == 6)
+    text, marker = cut["results"].split("[... ", 1)
+    assert text == "R" * MAX_TEXT_BYTES
+    assert "[... " + marker == CUT_MARK + "2,000,000 bytes over the 10 MB limit]"
+    assert page.cut_fields == 1
+    warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warning) == 1
+    assert "host 1001" in warning[0], warning
+    assert "QID 6" in warning[0], warning
+    assert "RRRR" not in warning[0]
+    # Every other record is whole.
+    assert [r["unique_vuln_id"] for r in records] == [
+        r["unique_vuln_id"] for r in parse_host_list_detection([fixture("host_list_detection.xml")])
+    ]
+
+
+@pytest.mark.parametrize("chunk_size", [1_000_003, 64 * 1024 + 5, 4099])
+def test_the_cut_does_not_depend_on_chunk_boundaries(chunk_size):
+    section = b"<![CDATA[" + "é".encode() * 700_001 + b"]]>"  # 1.4 MB, odd: cuts move
+    body = b"".join(_with_results(iter([section] * 8)))
+    records = list(parse_host_list_detection(chunks_of(body, chunk_size)))
+    results = next(r for r in records if r["qid"] == 6)["results"]
+    text, _, marker = results.partition("[... ")
+    assert text == "é" * (MAX_TEXT_BYTES // 2)  # cut at a character, never inside one
+    assert marker.startswith("cut by tap-qualys: ")
+
+
+def test_plain_text_results_over_the_limit_are_cut():
+    blob = b"A" * (1024 * 1024)
+    records = list(parse_host_list_detection(_with_results(iter([blob] * 50))))
+    results = next(r for r in records if r["qid"] == 6)["results"]
+    assert results.startswith("A" * 1000)
+    assert results.endswith(f"{50 * 1024 * 1024 - MAX_TEXT_BYTES:,} bytes over the 10 MB limit]")
+    assert len(results) < MAX_TEXT_BYTES + 100
+
+
+def test_results_cut_never_holds_more_than_the_limit_in_memory():
+    """120 MB of RESULTS in 12 sections: the parser's memory grows by the limit, not by 120."""
+    section = b"<![CDATA[" + b"M" * 9_999_000 + b"]]>"
+
+    def run() -> None:
+        for record in parse_host_list_detection(_with_results(iter([section] * 12))):
+            if record["qid"] == 6:
+                assert CUT_MARK in record["results"]
+
+    assert _peak_rss_growth(run) < 80 * 2**20
+
+
+def test_a_huge_text_node_elsewhere_is_a_clean_error():
+    body = fixture("host_list_detection.xml")
+    cut = body.index(b"</OS>")
     blob = b"A" * (1024 * 1024)
 
     def chunks() -> Iterator[bytes]:
@@ -510,8 +586,26 @@ def test_huge_text_node_is_a_clean_error():
             yield blob
         yield body[cut:]
 
-    with pytest.raises(QualysXMLError, match="size limit"):
+    with pytest.raises(QualysXMLError, match="text of <OS> is over the 10 MB limit"):
         list(parse_host_list_detection(chunks()))
+
+
+def test_other_text_split_into_cdata_sections_is_refused():
+    kb = fixture("knowledge_base.xml")
+    start = kb.index(b"<DIAGNOSIS>") + len(b"<DIAGNOSIS>")
+    end = kb.index(b"</DIAGNOSIS>")
+    sections = [b"<![CDATA[" + b"D" * 900_000 + b"]]>"] * 12
+    with pytest.raises(QualysXMLError, match="text of <DIAGNOSIS> is over the 10 MB limit"):
+        list(parse_knowledge_base(iter([kb[:start], *sections, kb[end:]])))
+
+
+def test_deep_nesting_is_named_as_such():
+    body = fixture("host_list_detection.xml")
+    at = body.index(b"<OS>")
+    deep = b"<X>" * 10_000 + b"</X>" * 10_000
+    with pytest.raises(QualysXMLError, match="nested deeper") as error:
+        list(parse_host_list_detection([body[:at] + deep + body[at:]]))
+    assert "10 MB" not in str(error.value)
 
 
 def test_non_numeric_integer_names_the_field():
@@ -650,7 +744,8 @@ def test_cpu_lock_is_held_per_chunk_parsed_and_never_while_reading() -> None:
     records = list(parse_host_list_detection(chunks(), cpu_lock=lock))
     assert records == list(parse_host_list_detection(chunks_of(body)))
     assert reads_under_lock == 0
-    assert lock.acquired == len(list(chunks_of(body, 512)))
+    # One turn per chunk, and one for the bytes the size-limit scan holds back to the end.
+    assert lock.acquired == len(list(chunks_of(body, 512))) + 1
     assert not lock.held
 
 

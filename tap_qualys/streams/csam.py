@@ -42,7 +42,7 @@ from singer_sdk.pagination import BaseAPIPaginator
 from tap_qualys import bookmarks, schemas
 from tap_qualys.auth import GatewayAuthError
 from tap_qualys.casting import format_utc, http_date, parse_utc
-from tap_qualys.client import QualysGatewayStream
+from tap_qualys.client import QualysGatewayStream, StalledPages
 from tap_qualys.retries import QualysAPIError, transient
 
 if sys.version_info >= (3, 12):
@@ -115,7 +115,17 @@ def read_csam_count(body: t.Any) -> int:
 
 
 class CsamAssetPaginator(BaseAPIPaginator[int]):
-    """``lastSeenAssetId`` paging over :class:`CsamPage`; 0 asks for the first page."""
+    """``lastSeenAssetId`` paging over :class:`CsamPage`; 0 asks for the first page.
+
+    A cursor that repeats or goes back fails at once; ``client.MAX_STALLED_PAGES`` pages in a row
+    with ``hasMore`` but no asset past the cursor (empty pages whose cursor creeps forward, or
+    assets already read) fail too: either would otherwise page forever.
+    """
+
+    def __init__(self, start_value: int) -> None:
+        """Start after asset ``start_value`` (0: the first page)."""
+        super().__init__(start_value)
+        self._stalled = StalledPages("csam_assets: POST /rest/2.0/search/am/asset")
 
     @override
     def advance(self, response: t.Any) -> None:
@@ -136,7 +146,20 @@ class CsamAssetPaginator(BaseAPIPaginator[int]):
                 "stopping rather than paging in a loop"
             )
             raise QualysAPIError(msg)
+        cursor = self.current_value
+        self._stalled.page(
+            brought_new=any(_after(asset, cursor) for asset in response.assets),
+            cursor=f"lastSeenAssetId={next_id}",
+        )
         return next_id
+
+
+def _after(asset: t.Any, cursor: int) -> bool:
+    """Whether an asset is past the cursor, i.e. not read yet (ids ascend)."""
+    try:
+        return int(asset.get("assetId")) > cursor
+    except (AttributeError, TypeError, ValueError):
+        return True  # no usable id: count it as new, the cursor check still guards the paging
 
 
 def qualys_filter_datetime(value: datetime | str) -> str:
@@ -256,7 +279,9 @@ class CsamAssetsStream(QualysGatewayStream):
                 yield read_inventory(asset)
             # The generator only resumes here once the SDK has written the page's last record.
             paginator.advance(page)
-            if not paginator.finished:
+            # An empty page moves no resume point: a server paging in place (see the
+            # paginator) must not leave one past assets it never sent.
+            if not paginator.finished and page.assets:
                 self._save_resume_point(query, paginator.current_value)
         self.stream_state.pop(self.resume_key, None)
         self.state_manager.is_flushed = False

@@ -7,6 +7,7 @@ import threading
 import typing as t
 from datetime import timedelta
 from functools import cached_property
+from urllib.parse import parse_qsl, urlencode
 
 from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk.helpers.conform import TypeConformanceLevel
@@ -19,10 +20,10 @@ from tap_qualys.client import (
     EncodedRecord,
     FetchedPage,
     QualysVMStream,
+    TruncationPaginator,
     record_line_parts,
 )
 from tap_qualys.concurrency import ConcurrencyLimit, OrderedPipeline
-from tap_qualys.retries import QualysAPIError
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -53,6 +54,7 @@ class KnowledgeBaseStream(QualysVMStream):
     name = "knowledge_base"
     path = "/api/4.0/fo/knowledge_base/vuln/"
     primary_keys = ("qid",)
+    paging_key = "qid"
     replication_key = "last_service_modification_datetime"
     is_sorted = False
     schema = StreamSchema(SCHEMAS)
@@ -279,6 +281,7 @@ class HostDetectionsStream(QualysVMStream):
     parent_stream_type = HostsStream
     state_partitioning_keys: t.ClassVar[list[str]] = []
     primary_keys = ("host_id", "unique_vuln_id")
+    paging_key = "host_id"
     schema = StreamSchema(SCHEMAS)
     sync_mode = ""
     sync_note = (
@@ -298,8 +301,13 @@ class HostDetectionsStream(QualysVMStream):
         self._batches: dict[int, list[int]] = {}
         self._batch_count = 0
         self._all_queued = False
-        self._pipeline: OrderedPipeline[tuple[int, int, FetchedPage]] | None = None
+        self._pipeline: OrderedPipeline[tuple[int, int, list[FetchedPage]]] | None = None
         self._parse_lock = threading.Lock()
+        #: Batches Qualys truncated although we asked for no limit, and the pages they took.
+        self.truncated_batches = 0
+        self.followed_pages = 0
+        #: RESULTS cut at the parser's size limit (each one logged as a WARNING).
+        self.cut_results = 0
 
     def queue_batch(self, host_ids: list[int], *, last: bool) -> Context:
         """Take a batch of host ids from the parent; return the child context naming it."""
@@ -358,13 +366,13 @@ class HostDetectionsStream(QualysVMStream):
                 # Two batches per slot: one fetching, one parsed and waiting for the main
                 # thread, so the slots stay busy while records are written.
                 window=lambda: 2 * self.limit.limit,
-                discard=lambda result: result[2].records.close(),
+                discard=_close_pages,
             )
         pipeline = self._pipeline
         prepared = self.prepare(context, None)
         hosts = len(self._batches.pop(number))
         try:
-            ready = pipeline.submit(lambda: (number, hosts, self.fetch(prepared, limit=self.limit)))
+            ready = pipeline.submit(lambda: (number, hosts, self._fetch_batch(number, prepared)))
             yield from self._emit(ready)
             if context.get("last_batch"):
                 yield from self._emit(pipeline.drain())
@@ -387,32 +395,58 @@ class HostDetectionsStream(QualysVMStream):
         probe = self.fetch(self.prepare({**context, "probe": True}, None), limit=self.limit)
         probe.records.close()
 
+    def _fetch_batch(self, number: int, prepared: requests.PreparedRequest) -> list[FetchedPage]:
+        """Every page of one batch (on a worker thread).
+
+        ``truncation_limit=0`` asks for the whole batch in one answer, but Qualys may truncate
+        any answer (WARNING 1980 with a next-page URL): the URL is followed like the Host
+        List's, with the batch's own parameters and the URL's ``id_min``, so nothing is lost.
+        """
+        paginator = TruncationPaginator(self.logger, f"{self.label} batch {number}")
+        pages: list[FetchedPage] = []
+        request = prepared
+        try:
+            while True:
+                page = self.fetch(request, limit=self.limit)
+                pages.append(page)
+                paginator.advance(page)
+                if paginator.finished:
+                    return pages
+                request = _with_id_min(prepared, paginator.current_value)
+        except BaseException:
+            _close_pages((number, 0, pages))
+            raise
+
     def close_pipeline(self) -> None:
         """End the batch pipeline: cancel batches not yet started, wait for running ones."""
         if self._pipeline is not None:
             self._pipeline.close()
             self._pipeline = None
 
-    def _emit(self, results: Iterable[tuple[int, int, FetchedPage]]) -> Iterator[Record]:
-        for number, hosts, page in results:
-            if page.next_url:
-                # truncation_limit=0 asks for every host of the batch in one answer; a
-                # truncated answer would silently lose detections.
-                page.records.close()
-                msg = (
-                    f"{self.label} failed: batch {number} was truncated despite truncation_limit=0"
-                )
-                raise QualysAPIError(msg)
-            self.logger.info(
-                "%s: batch %d/%s: %s hosts, %s detections, %.1f s, %d in flight",
-                self.name,
-                number,
-                self._batch_count if self._all_queued else "?",
-                f"{hosts:,}",
-                f"{page.records.count:,}",
-                page.elapsed,
-                self._pipeline.in_flight if self._pipeline else 0,
-            )
+    def _emit(self, results: Iterable[tuple[int, int, list[FetchedPage]]]) -> Iterator[Record]:
+        for number, hosts, pages in results:
+            try:
+                yield from self._emit_batch(number, hosts, pages)
+            finally:
+                _close_pages((number, hosts, pages))
+
+    def _emit_batch(self, number: int, hosts: int, pages: list[FetchedPage]) -> Iterator[Record]:
+        self.cut_results += sum(page.cut_fields for page in pages)
+        if len(pages) > 1:
+            self.truncated_batches += 1
+            self.followed_pages += len(pages) - 1
+        self.logger.info(
+            "%s: batch %d/%s: %s hosts, %s detections, %.1f s, %d in flight%s",
+            self.name,
+            number,
+            self._batch_count if self._all_queued else "?",
+            f"{hosts:,}",
+            f"{sum(page.records.count for page in pages):,}",
+            sum(page.elapsed for page in pages),
+            self._pipeline.in_flight if self._pipeline else 0,
+            f", truncated by Qualys: {len(pages)} pages" if len(pages) > 1 else "",
+        )
+        for page in pages:
             if not self.emits_encoded:
                 for record in page.records:
                     self.records_emitted += 1
@@ -422,6 +456,26 @@ class HostDetectionsStream(QualysVMStream):
             for encoded in page.records.encoded():
                 self.records_emitted += 1
                 yield EncodedRecord(prefix + encoded + suffix)  # type: ignore[misc]
+
+    @override
+    def log_summary(self) -> None:
+        super().log_summary()
+        if self.truncated_batches:
+            self.logger.info(
+                "%s: %d batches truncated by Qualys despite truncation_limit=0; followed %d "
+                "next-page URLs, nothing lost",
+                self.name,
+                self.truncated_batches,
+                self.followed_pages,
+            )
+        if self.cut_results:
+            self.logger.warning(
+                "%s: %d RESULTS over the %d MB limit were cut there and marked (see the "
+                "WARNINGs naming their host and QID)",
+                self.name,
+                self.cut_results,
+                qualys_xml.MAX_TEXT_BYTES // 1_000_000,
+            )
 
     @cached_property
     def emits_encoded(self) -> bool:
@@ -453,6 +507,25 @@ class HostDetectionsStream(QualysVMStream):
 
 
 DEFAULT_STATUSES = ("New", "Active", "Re-Opened", "Fixed")
+
+
+def _close_pages(result: tuple[int, int, list[FetchedPage]]) -> None:
+    """Release the spools of a fetched batch (emitted, or never to be)."""
+    for page in result[2]:
+        page.records.close()
+
+
+def _with_id_min(
+    prepared: requests.PreparedRequest, id_min: int | None
+) -> requests.PreparedRequest:
+    """The batch's own request (ids, flags) asking from ``id_min`` on (a truncation URL's)."""
+    follow = prepared.copy()
+    body = prepared.body
+    text = body.decode() if isinstance(body, bytes) else (body or "")
+    params = [(k, v) for k, v in parse_qsl(text, keep_blank_values=True) if k != "id_min"]
+    params.append(("id_min", str(id_min)))
+    follow.prepare_body(urlencode(params), None)
+    return follow
 
 
 def tag_filters(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:

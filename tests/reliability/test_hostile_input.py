@@ -257,16 +257,54 @@ def test_nul_in_results_is_replaced_not_loaded(baseline: Baseline, tmp_path: Pat
     assert "before\ufffdafter".encode() in database
 
 
-def test_a_50_mb_text_node(baseline: Baseline, tmp_path: Path) -> None:
+def test_results_over_the_limit_in_cdata_sections_are_cut(baseline: Baseline,
+                                                          tmp_path: Path) -> None:
+    """12 CDATA sections of 9 MB in one RESULTS: cut at 10 MB, marked, memory bounded."""
     document = first_batch_detections(baseline.sim)
     head, _, rest = document.partition(b"<RESULTS>")
     _, _, tail = rest.partition(b"</RESULTS>")
+    section = b"<![CDATA[" + b"A" * (9 * 1024 * 1024) + b"]]>"
     run = run_with_injected(baseline, tmp_path, endpoint="host_detection",
-                            body=head + b"<RESULTS>", repeat=b"A" * 1024, repeat_count=50 * 1024,
+                            body=head + b"<RESULTS>", repeat=section, repeat_count=12,
                             tail=b"</RESULTS>" + tail, streams=("host_detections",),
                             forget=("hosts",))
-    assert_refused(run, stream="host_detections")
+    assert run.result.tap_rc == 0, run.result.describe()
+    cut = [r for r in run.result.records("host_detections")
+           if "[... cut by tap-qualys:" in (r.get("results") or "")]
+    # Every batch gets the crafted answer: the same detection each time.
+    assert len({(r["host_id"], r["unique_vuln_id"]) for r in cut}) == 1, len(cut)
+    results = cut[0]["results"]
+    over = 12 * len(section) - 12 * len(b"<![CDATA[]]>") - 10_000_000
+    marker = f"[... cut by tap-qualys: {over:,} bytes over the 10 MB limit]"
+    assert results == "A" * 10_000_000 + marker
+    warnings = [line for line in run.result.log(("WARNING",)) if "RESULTS" in line]
+    assert any(f"host {cut[0]['host_id']}" in line and f"QID {cut[0]['qid']}" in line
+               for line in warnings), warnings
+    assert any(f"{len(cut)} RESULTS over the 10 MB limit" in line for line in warnings), warnings
+    # Before the limit applied to the joined text: 834 MiB; measured 146 MiB with it.
+    assert run.result.peak_rss["tap"] < 250 * 2**20, run.result.peak_rss
+
+
+def test_a_50_mb_text_node_elsewhere_is_refused(baseline: Baseline, tmp_path: Path) -> None:
+    document = first_batch_detections(baseline.sim)
+    head, _, rest = document.partition(b"<DNS>")
+    _, _, tail = rest.partition(b"</DNS>")
+    run = run_with_injected(baseline, tmp_path, endpoint="host_detection",
+                            body=head + b"<DNS>", repeat=b"A" * 1024, repeat_count=50 * 1024,
+                            tail=b"</DNS>" + tail, streams=("host_detections",),
+                            forget=("hosts",))
+    assert_refused(run, stream="host_detections", says=("<DNS>", "10 MB"))
     assert run.result.peak_rss["tap"] < 400 * 2**20, run.result.peak_rss
+
+
+def test_a_10000_deep_document_is_refused_for_its_depth(baseline: Baseline,
+                                                        tmp_path: Path) -> None:
+    document = host_list(baseline.sim).replace(
+        b"</TRACKING_METHOD>", b"</TRACKING_METHOD>" + b"<X>" * 10_000 + b"</X>" * 10_000, 1)
+    run = run_with_injected(baseline, tmp_path, endpoint="host_list", body=document,
+                            streams=("hosts",))
+    line = assert_refused(run, stream="hosts", says=("nested",))
+    assert "10 MB" not in line, line
 
 
 def test_non_numeric_text_where_a_number_belongs(baseline: Baseline, tmp_path: Path) -> None:

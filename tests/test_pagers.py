@@ -1,0 +1,82 @@
+"""Pagers that must end: the stalled-page bound on VM API truncation and CSAM cursors."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+import pytest
+
+from tap_qualys.client import MAX_STALLED_PAGES, FetchedPage, RecordSpool, TruncationPaginator
+from tap_qualys.retries import QualysAPIError
+from tap_qualys.streams.csam import CsamAssetPaginator, CsamPage
+
+BASE = "https://qualysapi.qualys.com/api/5.0/fo/asset/host/?action=list&truncation_limit=2"
+
+
+def vm_page(id_min: int, max_key: int | None) -> FetchedPage:
+    return FetchedPage(
+        records=RecordSpool(),
+        next_url=f"{BASE}&id_min={id_min}",
+        response_datetime=None,
+        elapsed=0,
+        extracted=datetime.now(timezone.utc),
+        max_key=max_key,
+    )
+
+
+def test_empty_truncated_pages_end_after_the_bound() -> None:
+    paginator = TruncationPaginator(logging.getLogger("test"), "hosts: /api/5.0/fo/asset/host/")
+    for n in range(1, MAX_STALLED_PAGES):
+        paginator.advance(vm_page(n, None))
+    with pytest.raises(QualysAPIError, match=f"hosts: .* {MAX_STALLED_PAGES} pages in a row"):
+        paginator.advance(vm_page(MAX_STALLED_PAGES, None))
+
+
+def test_pages_of_records_already_seen_count_as_stalled() -> None:
+    paginator = TruncationPaginator(logging.getLogger("test"))
+    paginator.advance(vm_page(101, 100))
+    for n in range(1, MAX_STALLED_PAGES):
+        paginator.advance(vm_page(101 + n, 100))  # the same hosts again, the cursor creeping
+    with pytest.raises(QualysAPIError, match="brought no new record"):
+        paginator.advance(vm_page(200, 100))
+
+
+def test_a_new_record_resets_the_count() -> None:
+    paginator = TruncationPaginator(logging.getLogger("test"))
+    id_min = 0
+    for round_ in range(3):
+        for _ in range(MAX_STALLED_PAGES - 1):
+            id_min += 1
+            paginator.advance(vm_page(id_min, None))
+        id_min += 1
+        paginator.advance(vm_page(id_min, 10_000 + round_))
+    assert not paginator.finished
+
+
+def csam_page(last_seen: int, *asset_ids: int) -> CsamPage:
+    return CsamPage([{"assetId": i} for i in asset_ids], True, last_seen)
+
+
+def test_a_csam_cursor_creeping_over_empty_pages_ends() -> None:
+    paginator = CsamAssetPaginator(0)
+    for n in range(1, MAX_STALLED_PAGES):
+        paginator.advance(csam_page(n))
+    with pytest.raises(QualysAPIError, match=r"csam_assets: .*lastSeenAssetId=10\b"):
+        paginator.advance(csam_page(MAX_STALLED_PAGES))
+
+
+def test_csam_pages_of_assets_already_read_count_as_stalled() -> None:
+    paginator = CsamAssetPaginator(0)
+    paginator.advance(csam_page(5, 1, 2, 5))
+    for n in range(1, MAX_STALLED_PAGES):
+        paginator.advance(csam_page(5 + n, 1, 2, 5))
+    with pytest.raises(QualysAPIError, match="pages in a row"):
+        paginator.advance(csam_page(100, 3))
+
+
+def test_a_repeated_csam_cursor_fails_at_once() -> None:
+    paginator = CsamAssetPaginator(0)
+    paginator.advance(csam_page(5, 1, 5))
+    with pytest.raises(QualysAPIError, match="lastSeenAssetId went from 5 to 5"):
+        paginator.advance(csam_page(5, 6))
