@@ -106,12 +106,13 @@ def test_a_bad_state_is_one_line_naming_file_or_stream(sim: Simulator, tmp_path:
 
 
 def _host_list_dated(sim: Simulator, when: str) -> bytes:
-    """A real Host List answer (every host, one page) whose RESPONSE DATETIME says ``when``."""
+    """A real Host List answer (every host, one page, the fields the tap asks for) dated ``when``."""
     response = requests.post(
         sim.url + "/api/5.0/fo/asset/host/",
         data={"action": "list", "details": "All", "truncation_limit": "0",
               "show_asset_id": "1", "show_tags": "1", "show_cloud_tags": "1",
-              "host_metadata": "all"},
+              "host_metadata": "all", "show_trurisk": "1", "show_trurisk_factors": "1",
+              "show_ars": "1", "show_ars_factors": "1"},
         auth=(sim.username, sim.password), headers={"X-Requested-With": "clock tests"},
         timeout=60)
     response.raise_for_status()
