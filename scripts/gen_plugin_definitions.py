@@ -19,6 +19,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,11 @@ def required_settings(about_json: dict[str, Any]) -> list[list[str]]:
 
 
 def dump_block(data: Any, indent: int) -> list[str]:
-    text = yaml.safe_dump(data, sort_keys=False, width=100, allow_unicode=True)
+    # Lists of scalars inline (`type: [array, 'null']`), everything else in block style.
+    flow = None if isinstance(data, dict) else False
+    text = yaml.safe_dump(
+        data, sort_keys=False, width=100, allow_unicode=True, default_flow_style=flow
+    )
     return [" " * indent + line if line else line for line in text.splitlines()]
 
 
@@ -153,12 +158,47 @@ def replace_block(lines: list[str], plugin: str, key: str, data: Any) -> list[st
     if lines[begin].strip() != BEGIN:
         raise SystemExit(f"meltano.yml: no '{BEGIN}' marker under {plugin}.{key}")
     end = next(i for i in range(begin, len(lines)) if lines[i].strip() == END)
-    return [*lines[: begin + 1], *dump_block(data, 4), *lines[end:]]
+    # A list may sit at its key's indentation; a mapping must be nested deeper.
+    indent = 6 if isinstance(data, dict) else 4
+    return [*lines[: begin + 1], *dump_block(data, indent), *lines[end:]]
 
 
-def generated_keys(tap: dict[str, Any], target: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def discovered_catalog() -> dict[str, Any]:
+    """The tap's catalog; discovery needs no server, only a config that validates."""
+    with tempfile.TemporaryDirectory() as directory:
+        config = Path(directory) / "config.json"
+        config.write_text(json.dumps({"username": "qa_user", "password": "unused"}))
+        output = subprocess.run(
+            [find_executable("tap-qualys"), "--config", str(config), "--discover"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    return dict(json.loads(output))
+
+
+def postgres_schema_rules(catalog: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Meltano `schema:` rules that make target-postgres store every list as one jsonb value.
+
+    target-postgres 0.8 turns an array whose items have a type into a Postgres array
+    (`jsonb[]`, `text[]`), where JSON operators do not apply; an array without `items` becomes
+    `jsonb`.
+    """
+    rules: dict[str, dict[str, Any]] = {}
+    for stream in catalog["streams"]:
+        for name, prop in stream["schema"]["properties"].items():
+            types = prop.get("type", [])
+            if "array" in ([types] if isinstance(types, str) else types):
+                rules.setdefault(stream["tap_stream_id"], {})[name] = {"type": ["array", "null"]}
+    return rules
+
+
+def generated_keys(
+    tap: dict[str, Any], target: dict[str, Any], catalog: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
     """Per plugin of meltano.yml, the keys this script owns and their values."""
     return {
+        "tap-qualys--postgres": {"schema": postgres_schema_rules(catalog)},
         "tap-qualys": {
             "capabilities": sorted(set(tap["capabilities"]) & MELTANO_CAPABILITIES["extractors"]),
             "settings_group_validation": required_settings(tap),
@@ -240,7 +280,7 @@ def main() -> int:
     args = parser.parse_args()
     tap, target = about("tap-qualys"), about("target-sqlite")
     meltano_yml: Path = args.meltano_yml.resolve()
-    wanted = generated_keys(tap, target)
+    wanted = generated_keys(tap, target, discovered_catalog())
     hub = render_hub_definition(tap)
     stale_yml = stale_keys(meltano_yml.read_text(), wanted)
     hub_stale = not HUB_DEFINITION.exists() or yaml.safe_load(

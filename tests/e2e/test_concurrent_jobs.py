@@ -44,6 +44,15 @@ def test_sqlite_and_postgres_jobs_start_together(
         "target-sqlite",
         "target-postgres",
     )
+    # A project's system database exists before its schedules fire (two first-ever commands
+    # would race on creating it, a separate matter).
+    subprocess.run(
+        [str(pipeline.session.executable), "state", "list"],
+        cwd=REPO,
+        env=pipeline.env,
+        capture_output=True,
+        check=True,
+    )
     started = [pipeline.start("run", job) for job in ("qualys-to-sqlite", "qualys-to-postgres")]
     failures = []
     for process, log in started:
@@ -63,6 +72,21 @@ def test_sqlite_and_postgres_jobs_start_together(
     connection = postgres_server.connect(postgres_database)
     try:
         loaded = {stream: postgres_rows(connection, "tap_qualys", stream) for stream in STREAMS}
+        with connection.cursor() as cursor:
+            # The Postgres job stores lists as jsonb (its generated schema rules), so that
+            # JSON operators apply to them; no Postgres array column is left.
+            cursor.execute(
+                "SELECT table_name, column_name, udt_name FROM information_schema.columns "
+                "WHERE table_schema = 'tap_qualys' AND data_type = 'ARRAY'"
+            )
+            arrays = cursor.fetchall()
+            cursor.execute(
+                "SELECT count(*) FROM tap_qualys.knowledge_base "
+                "WHERE jsonb_typeof(cve_list) = 'array' AND cve_list @> '[{}]'"
+            )
+            cves = cursor.fetchone()[0]
     finally:
         connection.close()
     assert_matches_ground_truth(pipeline.sim, loaded)
+    assert arrays == [], arrays
+    assert cves > 0
