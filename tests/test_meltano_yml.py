@@ -293,3 +293,31 @@ def test_project_stays_valid_after_meltano_rewrites_meltano_yml(tmp_path: Path) 
     check = gen_plugin_definitions("--check", "--meltano-yml", str(rewritten))
     assert check.returncode == 0, check.stdout + check.stderr
     assert project(rewritten)["plugins"]["extractors"][0]["config"]["user_agent"] == "my-agent/1"
+
+
+def test_generator_runs_from_a_python_outside_the_venv(tmp_path: Path) -> None:
+    """`python scripts/gen_plugin_definitions.py` as the README once wrote it: the plugins are
+    found in .venv/bin even when the interpreter is another one (PATH without .venv)."""
+    outside = [
+        path
+        for path in (shutil.which("python3"), shutil.which("python"))
+        if path and Path(path).resolve().parent != Path(sys.executable).resolve().parent
+    ]
+    usable = [
+        path
+        for path in outside
+        if subprocess.run([path, "-c", "import yaml"], capture_output=True, check=False).returncode
+        == 0
+    ]
+    if not usable:
+        pytest.skip("no Python with PyYAML outside the project's .venv")
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [usable[0], str(REPO / "scripts" / "gen_plugin_definitions.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
