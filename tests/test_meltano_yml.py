@@ -321,3 +321,21 @@ def test_generator_runs_from_a_python_outside_the_venv(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_plugins_read_number_strings_and_name_a_bad_one() -> None:
+    """What meltano.yml's `kind: string` number settings hand the plugins (no Meltano needed)."""
+    from singer_sdk.exceptions import ConfigValidationError  # noqa: PLC0415
+
+    from tap_qualys.tap import TapQualys  # noqa: PLC0415
+    from target_sqlite.target import TargetSQLite  # noqa: PLC0415
+
+    credentials = {"username": "qa_user", "password": "secret"}
+    tap = TapQualys(config={**credentials, "retry_backoff_seconds": "0.5"})
+    assert tap.config["retry_backoff_seconds"] == 0.5
+    target = TargetSQLite(config={"state_checkpoint_seconds": "2.5", "busy_timeout_seconds": 3})
+    assert target.config["state_checkpoint_seconds"] == 2.5
+    assert target.config["busy_timeout_seconds"] == 3
+    with pytest.raises(ConfigValidationError) as error:
+        TapQualys(config={**credentials, "retry_backoff_seconds": "half a second"})
+    assert "retry_backoff_seconds" in str(error.value.errors)
