@@ -139,6 +139,11 @@ def test_every_readme_shell_block_runs(meltano_session: MeltanoSession, tmp_path
         finally:
             connection.close()
     print("\n".join(["", "README blocks, wall time:", *timings]))
+    # The Postgres queries answer as their SQLite originals do: only the CVE lookup may be empty.
+    queries = next(n for n, block in enumerate(blocks, 1) if "search_path" in block.text)
+    counts = re.findall(r"^\((\d+) rows?\)$", (tmp_path / f"block-{queries}.log").read_text(), re.M)
+    assert len(counts) == 5, counts
+    assert sum(int(count) > 0 for count in counts) >= 4, counts
     assert "ARRAY" not in types, types
     assert "timestamp without time zone" not in types, types
     assert types.get("timestamp with time zone"), types
