@@ -15,6 +15,7 @@ from singer_sdk.singerlib import Message, SingerMessageType
 from tap_qualys import bookmarks, signals
 from tap_qualys.bookmarks import StateError
 from tap_qualys.client import EncodedRecord
+from tap_qualys.meltano_numbers import numbers_from_strings
 from tap_qualys.platforms import PLATFORMS, PlatformError, resolve_urls
 from tap_qualys.retries import QualysAPIError
 from tap_qualys.streams import csam, pcrs, vm
@@ -488,6 +489,8 @@ class TapQualys(Tap):
 
     @override
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        if isinstance(kwargs.get("config"), dict):
+            kwargs["config"] = numbers_from_strings(kwargs["config"], self.config_jsonschema)
         super().__init__(*args, **kwargs)
         if kwargs.get("validate_config", True):
             self._check_settings()

@@ -27,6 +27,7 @@ from singer_sdk.sinks.core import Sink
 from singer_sdk.sql import SQLTarget
 from singer_sdk.target_base import Target
 
+from tap_qualys.meltano_numbers import numbers_from_strings
 from target_sqlite import s3, snapshot
 from target_sqlite.connector import DEFAULT_BUSY_TIMEOUT_SECONDS, SQLiteConnector
 from target_sqlite.errors import Interrupted, TargetSQLiteError, explain_sqlite_error
@@ -185,6 +186,8 @@ class TargetSQLite(SQLTarget):
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        if isinstance(kwargs.get("config"), dict):
+            kwargs["config"] = numbers_from_strings(kwargs["config"], self.config_jsonschema)
         super().__init__(*args, **kwargs)
         # One SQLite file has one writer at a time: draining sinks in parallel threads would only
         # make them queue on the write lock.

@@ -166,6 +166,20 @@ class Pipeline:
             pytest.fail(f"meltano run {extractor} {loader} exited {result.returncode}:\n{tail}")
         return text
 
+    def start(self, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+        """Start `meltano <args>` without waiting; its output goes to the returned log file."""
+        self.runs += 1
+        log = self.workdir / f"meltano-{self.runs}.log"
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [str(self.session.executable), *args],
+                cwd=REPO,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return process, log
+
 
 @pytest.fixture
 def sim(request: pytest.FixtureRequest) -> Iterator[Simulator]:
