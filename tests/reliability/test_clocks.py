@@ -106,7 +106,7 @@ def test_a_bad_state_is_one_line_naming_file_or_stream(sim: Simulator, tmp_path:
 
 
 def _host_list_dated(sim: Simulator, when: str) -> bytes:
-    """A real Host List answer (every host, one page, the fields the tap asks for) dated ``when``."""
+    """A real Host List answer (every host, one page, the fields the tap asks for) at ``when``."""
     response = requests.post(
         sim.url + "/api/5.0/fo/asset/host/",
         data={"action": "list", "details": "All", "truncation_limit": "0",
