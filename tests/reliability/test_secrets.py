@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import pytest
 import requests
 
+from tests.reliability.errors import assert_one_clear_line, has_traceback
 from tests.reliability.harness import (
     BASIC_CREDENTIAL,
     JWT_PATTERN,
@@ -77,3 +79,31 @@ def test_rejected_credentials_and_tokens_leak_nothing(tmp_path: Path) -> None:
     assert wrong.encode() not in outputs
     assert base64.b64encode(f"{sim.username}:{wrong}".encode()) not in outputs
     assert not secret_hits(run_files(tmp_path))
+
+
+def _token_with(separator: str) -> str:
+    """A token with a readable header and payload, and ``separator`` inside its signature."""
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=").decode()
+    payload = base64.urlsafe_b64encode(
+        b'{"sub":"qa_sim_user","iat":1700000000,"exp":1700014400}').rstrip(b"=").decode()
+    return f"{header}.{payload}.c2lnbmF0dXJl{separator}LXBMVUdIc2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize("separator", ["\n", "\r\n", " ", '"'])
+def test_a_malformed_gateway_token_is_refused_and_never_printed(
+        tmp_path: Path, separator: str) -> None:
+    token = _token_with(separator)
+    with simulator(**SMALL_WORLD) as sim:
+        sim.admin_post("/admin/inject", {
+            "endpoint": "auth", "status": 201, "content_type": "text/plain;charset=UTF-8",
+            "body_b64": base64.b64encode(token.encode()).decode(), "times": 20})
+        pipeline = Pipeline(sim, tmp_path, max_retries=3)
+        result = pipeline.run(streams=("csam_assets",), env=DEBUG, timeout=180)
+        pending = sim.admin_get("/admin/inject")["pending"]
+    assert_one_clear_line(result, names=("gateway", "token"), says=("characters",))
+    assert not has_traceback(result), result.describe()
+    outputs = b"".join(path.read_bytes() for path in run_files(tmp_path))
+    for fragment in token.split(separator):
+        assert fragment.encode() not in outputs, f"part of the token was printed: {fragment}"
+    # Refused at once: a gateway that issued such a token would issue it again.
+    assert pending and pending[0]["remaining"] == 19, pending
