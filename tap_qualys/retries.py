@@ -74,6 +74,8 @@ class Verdict:
     kind: Kind
     reason: str
     wait: float | None = None
+    #: The server (scheme://host:port) an UNREACHABLE verdict is about.
+    server: str | None = None
 
 
 class QualysAPIError(FatalAPIError):
@@ -183,6 +185,7 @@ def _unreachable(exc: BaseException) -> Verdict | None:
         f"cannot connect to {origin_text(url)} ({failure}); nothing has answered there since "
         "the run started. Check the URL (api_server, gateway_url or platform), that the server "
         "is up, and any proxy or firewall in between",
+        server=origin_text(url),
     )
 
 
@@ -301,7 +304,6 @@ class RetryPolicy:
         so parallel callers of the same API can hold back too.
         """
         retries = 0
-        first_contact_waited = 0.0
         while True:
             stats.count("requests")
             try:
@@ -329,13 +331,11 @@ class RetryPolicy:
                 )
             wait = self.wait_for(verdict, retries + 1)
             if verdict.kind is Kind.UNREACHABLE:
-                left = FIRST_CONTACT_BUDGET - first_contact_waited
-                if left <= 0:
+                wait = _spend_first_contact_budget(verdict.server or "", wait)
+                if wait <= 0:
                     raise QualysAPIError(
                         f"{label} failed after {retries + 1} attempts: {verdict.reason}"
                     )
-                wait = min(wait, left)
-                first_contact_waited += wait
             if verdict.kind is Kind.RATE_LIMIT:
                 self.check_rate_limit_wait(wait, label, verdict.reason)
             retries += 1
@@ -406,6 +406,22 @@ def mark_answered(url: str) -> None:
             _answered.add(key)
 
 
+_first_contact_waits: dict[str, float] = {}
+
+
+def _spend_first_contact_budget(server: str, wait: float) -> float:
+    """The part of ``wait`` left in the budget of a server that never answered; 0 when spent.
+
+    One budget per server, shared by every call and stream: the second call to a dead server
+    fails at once instead of waiting again.
+    """
+    with _answered_lock:
+        waited = _first_contact_waits.get(server, 0.0)
+        granted = max(min(wait, FIRST_CONTACT_BUDGET - waited), 0.0)
+        _first_contact_waits[server] = waited + granted
+        return granted
+
+
 def has_answered(url: str) -> bool:
     """Whether the server of ``url`` answered before: later connection failures are transient."""
     return origin(url) in _answered
@@ -419,8 +435,7 @@ def _connect_failure(exc: requests.exceptions.ConnectionError) -> str | None:
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     if isinstance(reason, urllib3.exceptions.NameResolutionError):
         return "the host name does not resolve"
-    if isinstance(reason, urllib3.exceptions.ConnectTimeoutError):
-        return "connecting timed out"
+    # NewConnectionError is a ConnectTimeoutError subclass in urllib3 2: test it first.
     if isinstance(reason, urllib3.exceptions.NewConnectionError):
         cause = reason.__cause__ or reason.__context__
         if isinstance(cause, ConnectionRefusedError):
@@ -428,6 +443,8 @@ def _connect_failure(exc: requests.exceptions.ConnectionError) -> str | None:
         if isinstance(cause, OSError) and cause.strerror:
             return cause.strerror.lower()
         return "no connection could be opened"
+    if isinstance(reason, urllib3.exceptions.ConnectTimeoutError):
+        return "connecting timed out"
     return None
 
 
