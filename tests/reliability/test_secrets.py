@@ -44,14 +44,21 @@ def test_the_scan_sees_each_kind_of_secret(tmp_path: Path) -> None:
 
 def test_debug_logging_with_token_renewals_leaks_nothing(tmp_path: Path) -> None:
     with simulator(**SMALL_WORLD) as sim:
-        # Tokens live 2 s: the tap renews them several times during the run.
-        sim.configure(token_lifetime_sec=2)
-        pipeline = Pipeline(sim, tmp_path, token_refresh_margin=1)
+        # Tokens live 1000 s of the simulator's clock, and every gateway call moves that clock
+        # 300 s: every fourth call finds its token expired and the tap renews it, however fast
+        # the run goes (a real-time lifetime raced the run's own speed).
+        sim.configure(token_lifetime_sec=1000, gateway_clock_step_sec=300)
+        pipeline = Pipeline(sim, tmp_path)
         result = pipeline.sync(env=DEBUG)
         pipeline.assert_ground_truth(context=result.describe())
         stats = sim.stats()
-        assert stats["responses"]["auth"].get("201", 0) >= 2, (
-            f"the token was never renewed: {stats['responses']['auth']}")
+        gateway_calls = sum(sum(stats["responses"].get(name, {}).values()) for name in (
+            "csam_search", "csam_count", "pcrs_policy_list", "pcrs_hostids", "pcrs_posture_info"))
+        assert gateway_calls >= 8, f"too few gateway calls to expire a token: {stats['responses']}"
+        # 300 s per call, 1000 s per token: a token serves at most four calls (parallel
+        # posture calls can share one renewal), so 8+ calls need at least two renewals.
+        assert stats["responses"]["auth"].get("201", 0) >= 3, (
+            f"tokens were not renewed: {stats['responses']}")
         assert "DEBUG" in result.tap_stderr, "DEBUG logging was not on"
     files = list(run_files(tmp_path))
     scanned = sum(path.stat().st_size for path in files)
