@@ -20,6 +20,8 @@ from qualys_simulator.testing import Simulator
 from tests.reliability.errors import assert_one_clear_line, has_traceback
 from tests.reliability.harness import PASSWORD, SMALL_WORLD, Pipeline, simulator
 
+DEBUG = {"LOGLEVEL": "DEBUG", "TAP_QUALYS_LOGLEVEL": "DEBUG", "TARGET_SQLITE_LOGLEVEL": "DEBUG"}
+
 
 class Recorder(http.server.ThreadingHTTPServer):
     """Another server: records each request it gets (line, headers, body) and answers 401."""
@@ -89,7 +91,8 @@ def test_a_redirect_to_another_server_is_never_followed(
     sim.reset_stats()
     pipeline = Pipeline(sim, tmp_path, max_retries=3)
     try:
-        result = pipeline.run(streams=streams, timeout=180)
+        # At DEBUG: urllib3 and requests log every call and redirect; none may show a secret.
+        result = pipeline.run(streams=streams, timeout=180, env=DEBUG)
     finally:
         pending = sim.admin_get("/admin/inject")["pending"]
         sim.admin_post("/admin/inject", {"clear": True})
