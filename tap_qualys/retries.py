@@ -406,19 +406,22 @@ def mark_answered(url: str) -> None:
             _answered.add(key)
 
 
-_first_contact_waits: dict[str, float] = {}
+#: Per server that never answered: (monotonic time of its first failure, seconds waited).
+_first_contact: dict[str, tuple[float, float]] = {}
 
 
 def _spend_first_contact_budget(server: str, wait: float) -> float:
     """The part of ``wait`` left in the budget of a server that never answered; 0 when spent.
 
     One budget per server, shared by every call and stream: the second call to a dead server
-    fails at once instead of waiting again.
+    fails at once instead of waiting again. Time spent failing counts too (a resolver can take
+    seconds to say a name does not exist).
     """
     with _answered_lock:
-        waited = _first_contact_waits.get(server, 0.0)
-        granted = max(min(wait, FIRST_CONTACT_BUDGET - waited), 0.0)
-        _first_contact_waits[server] = waited + granted
+        started, waited = _first_contact.setdefault(server, (time.monotonic(), 0.0))
+        spent = max(waited, time.monotonic() - started)
+        granted = max(min(wait, FIRST_CONTACT_BUDGET - spent), 0.0)
+        _first_contact[server] = (started, waited + granted)
         return granted
 
 
