@@ -74,6 +74,9 @@ class GatewayConfig:
     rate_window_sec: float = 60.0
     pcrs_gzip_header: bool = False  # §11 unsure: send Content-Encoding with compressed bodies?
     csam_has_more_as_string: bool = False  # §8: hasMore "may arrive as the string \"1\""
+    # Simulated seconds each authorized gateway call moves the clock (tests: tokens expire
+    # after a known number of calls, however fast the client runs).
+    clock_step_sec: float = 0.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GatewayConfig:
@@ -123,6 +126,7 @@ CONFIG_KEYS = {
     "csam_page_max": "csam_page_max",
     "pcrs_gzip_header": "pcrs_gzip_header",
     "csam_has_more_as_string": "csam_has_more_as_string",
+    "gateway_clock_step_sec": "clock_step_sec",
 }
 
 
@@ -356,6 +360,8 @@ class GatewayAPI:
                    "message": "Service under maintenance"}
             return self._respond(endpoint, _json(503, doc))
         if endpoint != AUTH:
+            if self.config.clock_step_sec:
+                self.world.clock.advance(self.config.clock_step_sec)
             message = self.tokens.check(request.headers.get("Authorization"))
             if message is not None:
                 return self._respond(endpoint, _unauthorized(message))

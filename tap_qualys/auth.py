@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import sys
 import threading
 import time
@@ -15,7 +16,15 @@ from http import HTTPStatus
 import requests
 from singer_sdk.authenticators import APIAuthenticatorBase, BasicAuthenticator
 
-from tap_qualys.retries import FailedAttempt, Kind, QualysAPIError, Verdict, classify_response
+from tap_qualys.retries import (
+    CredentialSession,
+    FailedAttempt,
+    Kind,
+    QualysAPIError,
+    Verdict,
+    classify_exception,
+    classify_response,
+)
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -39,6 +48,11 @@ DEFAULT_TOKEN_LIFETIME = 4 * 3600.0
 #: Seconds before expiry at which the token is replaced (the ``token_refresh_margin`` default).
 DEFAULT_TOKEN_REFRESH_MARGIN = 300.0
 _AUTH_TIMEOUT = 60.0
+
+
+#: A compact JWT: three base64url segments. Anything else (a line break, a space, a quote) could
+#: not travel in an ``Authorization`` header, and the error saying so would print the token.
+_JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 class GatewayAuthError(QualysAPIError):
@@ -112,7 +126,8 @@ class GatewayTokenAuthenticator(APIAuthenticatorBase):
         self.refresh_margin = refresh_margin
         self._clock = clock
         self._verify = verify
-        self._session = requests.Session()
+        # The password goes in this session's request bodies: never to another host.
+        self._session = CredentialSession()
         if user_agent:
             self._session.headers["User-Agent"] = user_agent
         self._lock = threading.Lock()
@@ -169,9 +184,12 @@ class GatewayTokenAuthenticator(APIAuthenticatorBase):
             )
             raise GatewayAuthError(msg) from None
         except requests.RequestException as exc:
-            raise FailedAttempt(
-                Verdict(Kind.BACKOFF, f"gateway /auth: {type(exc).__name__}")
-            ) from None
+            verdict = classify_exception(exc) or Verdict(Kind.BACKOFF, type(exc).__name__)
+            if verdict.kind is Kind.FATAL:  # a redirect to another host
+                raise GatewayAuthError(f"gateway /auth: {verdict.reason}") from None
+            if verdict.kind is Kind.BACKOFF:
+                verdict = Verdict(Kind.BACKOFF, f"gateway /auth: {type(exc).__name__}")
+            raise FailedAttempt(verdict) from None
         status = response.status_code
         if status in {HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN}:
             msg = (
@@ -202,6 +220,15 @@ class GatewayTokenAuthenticator(APIAuthenticatorBase):
             # An empty or cut-short answer is what a gateway hiccup looks like: retried, and
             # this message is the one line the user sees once the retries are spent.
             raise FailedAttempt(Verdict(Kind.BACKOFF, msg)) from None
+        if not _JWT_SHAPE.fullmatch(token):
+            # Not retried: a gateway that issues such a token issues it again.
+            msg = (
+                f"Qualys gateway answered {self.auth_url} with a token ({len(token)} characters) "
+                "holding characters a JWT cannot have (a line break, a space or a symbol), so "
+                "it cannot be sent in a header; not using it. Check `gateway_url` points at "
+                "the Qualys gateway and not at a proxy that rewrites its answers."
+            )
+            raise GatewayAuthError(msg)
         lifetime = jwt_lifetime(claims, now=time.time())
         # A margin longer than the token itself would refresh on every request.
         margin = min(self.refresh_margin, lifetime / 4)

@@ -40,6 +40,7 @@ from tap_qualys.concurrency import PauseGate, shared_pause_gate
 from tap_qualys.platforms import resolve_urls
 from tap_qualys.retries import (
     DEFAULT_MAX_RATE_LIMIT_WAIT,
+    CredentialSession,
     FailedAttempt,
     Kind,
     QualysAPIError,
@@ -290,6 +291,8 @@ class QualysStream(RESTStream[TToken]):
         self.clock = SyncClock()
         drop_sdk_unsorted_warning()
         self._local = threading.local()
+        # Every call carries Basic credentials or a token: no redirects to another server.
+        self._requests_session = CredentialSession()
         self.requests_session.verify = self.verify
 
     @cached_property
@@ -348,7 +351,7 @@ class QualysStream(RESTStream[TToken]):
             return self.requests_session
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
+            session = CredentialSession()
             session.verify = self.verify
             self._local.session = session
         return session

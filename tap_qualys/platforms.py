@@ -6,6 +6,7 @@ Every subscription lives on one pod ("platform"), and each pod has two hosts: th
 
 from __future__ import annotations
 
+import ipaddress
 import typing as t
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -114,8 +115,26 @@ def platform_for_username(username: str) -> Platform | None:
     return PLATFORMS[code] if code else None
 
 
+#: First path segments of Qualys endpoints: a URL with one was pasted from an API call, not a
+#: reverse proxy's prefix.
+_API_PATH_SEGMENTS = frozenset({"api", "qps", "msp", "fo", "rest", "pcrs", "auth", "am"})
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def normalize_url(setting: str, url: str) -> str:
-    """Check an https?:// URL and drop trailing slashes and any path the user pasted."""
+    """Check an https:// URL; keep its path as a prefix (a reverse proxy), without a final /.
+
+    Plain http is refused except on this machine (the simulator): the VM API sends the
+    password in every call's Basic credential, the gateway in its /auth form.
+    """
     parts = urlsplit(url.strip())
     # A pasted https://user:password@host must not echo the password in an error message.
     netloc = parts.netloc.rsplit("@", 1)[-1]
@@ -130,7 +149,21 @@ def normalize_url(setting: str, url: str) -> str:
             setting,
             f"{shown!r} is the Qualys web UI, not the API; use https://{api_host}",
         )
-    return f"{parts.scheme}://{netloc}"
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise PlatformError(
+            setting,
+            f"{shown!r} is plain http: the credentials would cross the network in clear; use "
+            "https:// (http is accepted only for this machine: localhost, 127.0.0.0/8, ::1)",
+        )
+    prefix = parts.path.rstrip("/")
+    first = prefix.lstrip("/").split("/", 1)[0].lower()
+    if first in _API_PATH_SEGMENTS:
+        raise PlatformError(
+            setting,
+            f"{shown!r} holds a Qualys API path; give the server only, "
+            f"{parts.scheme}://{netloc} (a path is kept only as a reverse proxy's prefix)",
+        )
+    return f"{parts.scheme}://{netloc}{prefix}"
 
 
 def resolve_urls(config: t.Mapping[str, t.Any]) -> tuple[str, str]:

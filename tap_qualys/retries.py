@@ -13,16 +13,23 @@ import http.client
 import json
 import logging
 import random
+import sys
 import threading
 import time
 import typing as t
 from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
 from singer_sdk.exceptions import FatalAPIError
 
 from tap_qualys.qualys_xml import QualysResponseError, QualysTruncatedResponseError
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -39,6 +46,11 @@ FATAL_CODES = frozenset({1901, 1903, 1904, 1905, 1907, 1908, 1922, 2003, 2011})
 CONCURRENCY_LIMIT_CODE = 1960
 RATE_LIMIT_CODE = 1965
 
+#: Seconds of backoff a call may spend on a server that has not answered once this run (refused
+#: connection, unresolvable name): a wrong URL or a server that is down must not take the
+#: minutes of the full retry budget to be reported; a brief restart is still waited out.
+FIRST_CONTACT_BUDGET = 20.0
+
 #: Pace calls once fewer than this many are left in the rate window.
 LOW_REMAINING_CALLS = 20
 #: The longest rate-limit wait honoured by default (the ``max_rate_limit_wait`` setting).
@@ -51,6 +63,7 @@ class Kind(enum.Enum):
     BACKOFF = "backoff"  # transient: exponential backoff with jitter
     RATE_LIMIT = "rate_limit"  # 409/1965: wait exactly what Qualys says
     CONCURRENCY = "concurrency"  # 409/1960: back off and use one parallel slot fewer
+    UNREACHABLE = "unreachable"  # no connection to a server that never answered this run
     FATAL = "fatal"  # retrying cannot help
 
 
@@ -61,6 +74,8 @@ class Verdict:
     kind: Kind
     reason: str
     wait: float | None = None
+    #: The server (scheme://host:port) an UNREACHABLE verdict is about.
+    server: str | None = None
 
 
 class QualysAPIError(FatalAPIError):
@@ -138,6 +153,8 @@ def classify_exception(exc: BaseException) -> Verdict | None:
     """Classify an exception raised while sending or reading; None means not ours to retry."""
     if isinstance(exc, FailedAttempt):
         return exc.verdict
+    if isinstance(exc, RedirectRefused):
+        return Verdict(Kind.FATAL, str(exc))
     if isinstance(exc, requests.exceptions.SSLError):
         # requests files certificate failures under ConnectionError, but no retry fixes them.
         return Verdict(
@@ -146,11 +163,30 @@ def classify_exception(exc: BaseException) -> Verdict | None:
             "set ca_bundle to its PEM file",
         )
     if isinstance(exc, TRANSIENT_EXCEPTIONS):
-        return Verdict(Kind.BACKOFF, f"{type(exc).__name__}: {_first_line(exc)}")
+        return _unreachable(exc) or Verdict(
+            Kind.BACKOFF, f"{type(exc).__name__}: {_first_line(exc)}"
+        )
     if isinstance(exc, QualysResponseError):
         # Malformed XML: the same request would bring the same document again.
         return Verdict(Kind.FATAL, _first_line(exc))
     return None
+
+
+def _unreachable(exc: BaseException) -> Verdict | None:
+    """An UNREACHABLE verdict when no connection opens to a server that never answered yet."""
+    if not isinstance(exc, requests.exceptions.ConnectionError) or exc.request is None:
+        return None
+    failure = _connect_failure(exc)
+    url = str(exc.request.url or "")
+    if failure is None or has_answered(url):
+        return None
+    return Verdict(
+        Kind.UNREACHABLE,
+        f"cannot connect to {origin_text(url)} ({failure}); nothing has answered there since "
+        "the run started. Check the URL (api_server, gateway_url or platform), that the server "
+        "is up, and any proxy or firewall in between",
+        server=origin_text(url),
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -294,6 +330,12 @@ class RetryPolicy:
                     f"{label} failed after {retries + 1} attempts: {verdict.reason}"
                 )
             wait = self.wait_for(verdict, retries + 1)
+            if verdict.kind is Kind.UNREACHABLE:
+                wait = _spend_first_contact_budget(verdict.server or "", wait)
+                if wait <= 0:
+                    raise QualysAPIError(
+                        f"{label} failed after {retries + 1} attempts: {verdict.reason}"
+                    )
             if verdict.kind is Kind.RATE_LIMIT:
                 self.check_rate_limit_wait(wait, label, verdict.reason)
             retries += 1
@@ -309,6 +351,131 @@ class RetryPolicy:
                 verdict.reason,
             )
             self.sleep(wait)
+
+
+# --- Where credentials may go, and which servers have answered ----------------------------------
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of a URL, the default port filled in."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def origin_text(url: str) -> str:
+    """``scheme://host[:port]`` of a URL: no user info, path or query, which may hold secrets."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
+
+
+def _redirect_text(url: str) -> str:
+    """A redirect target for an error line: its origin and path, never user info or query."""
+    parts = urlsplit(url)
+    return origin_text(url) + parts.path
+
+
+class RedirectRefused(requests.exceptions.RequestException):
+    """A credential-bearing call was redirected to another scheme, host or port: not followed."""
+
+    def __init__(self, status: int, source: str, target: str) -> None:
+        """Say where the redirect pointed, never what the request carried."""
+        super().__init__(
+            f"HTTP {status} redirect from {origin_text(source)} to {_redirect_text(target)}, "
+            "another scheme, host or port: not followed, so the credentials never go there. "
+            "If that is the right server, set api_server / gateway_url to it"
+        )
+        self.target = target
+
+
+_answered: set[tuple[str, str, int | None]] = set()
+_answered_lock = threading.Lock()
+
+
+def mark_answered(url: str) -> None:
+    """Remember that the server of ``url`` answered once (any HTTP status) during this run."""
+    key = origin(url)
+    if key not in _answered:
+        with _answered_lock:
+            _answered.add(key)
+
+
+#: Per server that never answered: (monotonic time of its first failure, seconds waited).
+_first_contact: dict[str, tuple[float, float]] = {}
+
+
+def _spend_first_contact_budget(server: str, wait: float) -> float:
+    """The part of ``wait`` left in the budget of a server that never answered; 0 when spent.
+
+    One budget per server, shared by every call and stream: the second call to a dead server
+    fails at once instead of waiting again. Time spent failing counts too (a resolver can take
+    seconds to say a name does not exist).
+    """
+    with _answered_lock:
+        started, waited = _first_contact.setdefault(server, (time.monotonic(), 0.0))
+        spent = max(waited, time.monotonic() - started)
+        granted = max(min(wait, FIRST_CONTACT_BUDGET - spent), 0.0)
+        _first_contact[server] = (started, waited + granted)
+        return granted
+
+
+def has_answered(url: str) -> bool:
+    """Whether the server of ``url`` answered before: later connection failures are transient."""
+    return origin(url) in _answered
+
+
+def _connect_failure(exc: requests.exceptions.ConnectionError) -> str | None:
+    """Why no connection could be opened (refused, name unknown, timed out), or None.
+
+    None for failures after connecting (a reset, a cut body): those are transient.
+    """
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return "the host name does not resolve"
+    # NewConnectionError is a ConnectTimeoutError subclass in urllib3 2: test it first.
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        cause = reason.__cause__ or reason.__context__
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused: nothing listens on that port"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        return "no connection could be opened"
+    if isinstance(reason, urllib3.exceptions.ConnectTimeoutError):
+        return "connecting timed out"
+    return None
+
+
+class CredentialSession(requests.Session):
+    """A session for calls that carry credentials (Basic auth, a password form, a bearer token).
+
+    requests follows redirects anywhere: it drops an ``Authorization`` header on another host,
+    but a 307/308 re-sends the body, which for the gateway's ``/auth`` is the password. Here a
+    redirect to another scheme, host or port raises :class:`RedirectRefused` before anything is
+    sent; one on the same server is followed as before. Every answer also marks its server as
+    reached, so later connection failures get the full retry budget.
+    """
+
+    @override
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        location = super().get_redirect_target(resp)
+        if location is not None:
+            target = urljoin(resp.url, location)
+            if origin(target) != origin(resp.url):
+                resp.close()
+                raise RedirectRefused(resp.status_code, resp.url, target)
+        return location
+
+    @override
+    def send(self, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:
+        response = super().send(request, **kwargs)
+        mark_answered(str(request.url or ""))
+        return response
 
 
 # --- Gateway (CSAM, PCRS): JSON error bodies and 429 --------------------------------------------

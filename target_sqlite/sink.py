@@ -103,6 +103,15 @@ class SQLiteSink(SQLSink[SQLiteConnector]):
             self._validate_batch_files = False
 
     @override
+    @override
+    def _after_process_record(self, context: dict) -> None:
+        # The SDK logs the whole context here, and the context holds the pending batch: at
+        # DEBUG every record printed every queued record again (output quadratic in the batch
+        # size, a gigabyte for a small sync). One short line per record instead.
+        self.logger.debug(
+            "Processed record: %d pending in the batch", len(context.get("records", ()))
+        )
+
     def _validate_and_parse(self, record: dict) -> dict:
         # Replaces the SDK's version for two reasons: it logs a full traceback for every invalid
         # record, and it parses date-time strings into datetime objects that we would only format

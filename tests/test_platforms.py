@@ -81,8 +81,29 @@ def test_explicit_server_keeps_its_pod_gateway_and_custom_server_serves_both() -
         "http://127.0.0.1:8080",
     )
     assert resolve_urls(
-        {"username": "ab_cd", "api_server": "http://127.0.0.1:1", "gateway_url": "http://gw:2/x"}
-    ) == ("http://127.0.0.1:1", "http://gw:2")
+        {"username": "ab_cd", "api_server": "http://127.0.0.1:1", "gateway_url": "https://gw:2/x/"}
+    ) == ("http://127.0.0.1:1", "https://gw:2/x")
+
+
+def test_a_reverse_proxy_prefix_is_kept_and_a_pasted_api_path_refused() -> None:
+    assert resolve_urls({"username": "xx", "api_server": "https://proxy.corp/qualys/"}) == (
+        "https://proxy.corp/qualys",
+        "https://proxy.corp/qualys",
+    )
+    with pytest.raises(PlatformError, match=r"^api_server: .* holds a Qualys API path"):
+        resolve_urls({"username": "xx", "api_server": "https://qualysapi.qualys.com/api/2.0/fo/"})
+
+
+@pytest.mark.parametrize("setting", ["api_server", "gateway_url"])
+@pytest.mark.parametrize("url", ["http://qualysapi.qualys.com", "http://10.0.0.5:8080/q"])
+def test_plain_http_is_refused_off_this_machine(setting: str, url: str) -> None:
+    with pytest.raises(PlatformError, match=rf"^{setting}: .* is plain http"):
+        resolve_urls({"username": "ab_cd", setting: url})
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8080", "http://127.0.0.2", "http://[::1]:9"])
+def test_plain_http_is_accepted_on_loopback(url: str) -> None:
+    assert resolve_urls({"username": "xx", "api_server": url}) == (url, url)
 
 
 def test_no_way_to_tell_the_pod_is_an_error() -> None:

@@ -1,0 +1,71 @@
+"""Nothing listening: a wrong URL fails fast, a server lost mid-run is waited for.
+
+A connection refused, or a host name that does not resolve, on a run's first call to a server
+(nothing has answered from it yet) is a configuration or availability problem: the run fails
+within about 30 seconds, with the default retry settings, in one line naming the URL. Once that
+server has answered, the same failures are transient and keep the whole retry budget.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.errors import assert_one_clear_line, has_traceback
+from tests.reliability.harness import SMALL_WORLD, Pipeline, simulator, wait_until
+
+#: The tap's own retry defaults (max_retries 8, retry_backoff_seconds 2): 4 to 8.5 minutes of
+#: retries for a transient failure.
+DEFAULT_RETRIES = {"max_retries": None, "retry_backoff_seconds": None}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    (None, "connection refused"),  # a free loopback port: nothing listens there
+    ("https://qualysapi.nowhere.invalid", "does not resolve"),
+])
+@pytest.mark.parametrize("streams", [("hosts",), ("csam_assets",)])
+def test_a_first_call_to_nothing_fails_in_seconds(
+        tmp_path: Path, url: str | None, says: str, streams: tuple[str, ...]) -> None:
+    url = url or f"http://127.0.0.1:{free_port()}"
+    with simulator(hosts=2, seed=1) as sim:  # for the discovery run only
+        pipeline = Pipeline(sim, tmp_path, **DEFAULT_RETRIES)
+        config = pipeline.config(api_server=url, gateway_url=url)
+        # Bounded: the full retry budget would take 4 to 8.5 minutes.
+        result = pipeline.run(config=config, streams=streams, timeout=75)
+    line = assert_one_clear_line(result, names=(url, "api_server"), says=(says,))
+    assert not has_traceback(result), result.describe()
+    assert "gateway_url" in line, line
+
+
+def test_a_server_lost_after_it_answered_keeps_the_full_retry_budget(tmp_path: Path) -> None:
+    port = free_port()
+    options = {**SMALL_WORLD, "port": port, "record_delay_sec": 0.05}
+    first = simulator(**options).start()
+    try:
+        pipeline = Pipeline(first, tmp_path, **DEFAULT_RETRIES)
+        running = pipeline.start(streams=("knowledge_base",))
+        wait_until(lambda: "knowledge_base: page 1" in (running.directory / "tap.stderr")
+                   .read_text(errors="replace"), 120, "the first KnowledgeBase page", running)
+        first.stop()
+        down_since = time.monotonic()
+        # Longer than a first call may spend on a server that never answered.
+        wait_until(lambda: time.monotonic() - down_since > 30 or not running.alive(), 60,
+                   "30 s of retries")
+        assert running.alive(), running.wait(10).describe()
+        with simulator(**options) as second:
+            result = running.wait(240)
+            assert (result.tap_rc, result.target_rc) == (0, 0), result.describe()
+            pipeline.sim = second
+            pipeline.assert_ground_truth(("knowledge_base",), context=result.describe())
+        assert "retry" in result.tap_stderr, result.describe()
+    finally:
+        first.stop()
