@@ -75,6 +75,8 @@ class Columns:
     def __init__(self, api_schema: Mapping[str, t.Any]) -> None:
         """Precompute the column of every top-level key of ``api_schema``."""
         names = list(api_schema.get("properties", {}))
+        #: Qualys' name of each column, for what the tap sends (``csam_include_fields``).
+        self.api_names: dict[str, str] = {snake_case(key): key for key in names}
         self.names: dict[str, str] = {snake_case(key): snake_case(key) for key in names}
         # The API's spelling as well as the column's: records the tap builds itself use columns.
         self.names.update({key: snake_case(key) for key in names})

@@ -369,9 +369,9 @@ GATEWAY_SETTINGS = [
         th.ArrayType(th.StringType),
         title="CSAM include fields",
         description=(
-            "Only these top-level asset fields (includeFields), e.g. hostId and "
-            "softwareListData; the others come as null. assetId and lastModifiedDate are always "
-            "added. Default: every field."
+            "Only these top-level asset fields (includeFields), as columns (host_id, "
+            "software_list_data) or as Qualys names them (hostId); the others come as null. "
+            "asset_id and last_modified_date are always added. Default: every field."
         ),
     ),
     th.Property(

@@ -226,18 +226,21 @@ def test_incremental_after_changes(world: Simulator) -> None:
     assert_matches_truth(list(table.values()), truth)
 
 
-def test_include_fields_and_tag_filter(world: Simulator) -> None:
+@pytest.mark.parametrize("field", ["host_id", "hostId"])  # the column's name or Qualys'
+def test_include_fields_and_tag_filter(world: Simulator, field: str) -> None:
     tag = raw_assets(world)[0]["tagList"]["tag"][0]["tagName"]
-    config = gateway_config(world, csam_include_fields=["hostId"], csam_tag_filter=tag)
+    config = gateway_config(world, csam_include_fields=[field], csam_tag_filter=tag)
     assets = run_tap(config, ["csam_assets"])[0]["csam_assets"]
     expected = raw_assets(
         world, {"filters": [{"field": "tags.name", "operator": "EQUALS", "value": tag}]}
     )
     assert {a["asset_id"] for a in assets} == {a["assetId"] for a in expected}
+    with_host = {a["assetId"] for a in expected if a["hostId"] is not None}
+    assert with_host  # host_id is really asked for, not just present as null
     for asset in assets:
         # The keys the tap needs are always requested; everything not listed comes as null.
         assert asset["last_modified_date"]
-        assert "host_id" in asset
+        assert asset["host_id"] is not None or asset["asset_id"] not in with_host
         assert asset["software_list_data"] is None
         assert asset["asset_name"] is None
 

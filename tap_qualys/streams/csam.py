@@ -213,7 +213,9 @@ class CsamAssetsStream(QualysGatewayStream):
             )
         if tag := config.get("csam_tag_filter"):
             filters.append({"field": "tags.name", "operator": "EQUALS", "value": tag})
-        include = list(config.get("csam_include_fields") or [])
+        # Column names (host_id) or Qualys' (hostId): includeFields takes Qualys'.
+        api_names = self.columns.api_names
+        include = [api_names.get(name, name) for name in config.get("csam_include_fields") or []]
         if include:
             include += [field for field in REQUIRED_FIELDS if field not in include]
         return {
