@@ -37,6 +37,7 @@ from tap_qualys.auth import (
     vm_api_authenticator,
 )
 from tap_qualys.concurrency import PauseGate, shared_pause_gate
+from tap_qualys.naming import GATEWAY_SCHEMAS, Columns
 from tap_qualys.platforms import resolve_urls
 from tap_qualys.retries import (
     DEFAULT_MAX_RATE_LIMIT_WAIT,
@@ -719,8 +720,9 @@ class QualysGatewayStream(QualysStream[t.Any]):
     limit_answer = "429s"
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Set up the date normaliser."""
+        """Set up the column names and the date normaliser."""
         super().__init__(*args, **kwargs)
+        self.columns = Columns(GATEWAY_SCHEMAS.api_schema(self.name))
         self.normalize_dates = DateNormalizer(self.schema)
         #: The ``Date`` header of the latest answer: the gateway's clock, for bookmarks.
         self.server_date: str | None = None
@@ -756,7 +758,9 @@ class QualysGatewayStream(QualysStream[t.Any]):
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
-        return self.normalize_dates(row)
+        # The one place records get their column names: child contexts, bookmarks, stream
+        # maps and the targets all see snake_case (see ``naming``).
+        return self.normalize_dates(self.columns(row))
 
     def gateway_call(
         self,

@@ -12,7 +12,7 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import Message, SingerMessageType
 
-from tap_qualys import bookmarks, signals
+from tap_qualys import bookmarks, naming, signals
 from tap_qualys.bookmarks import StateError
 from tap_qualys.client import EncodedRecord
 from tap_qualys.meltano_numbers import numbers_from_strings
@@ -369,9 +369,9 @@ GATEWAY_SETTINGS = [
         th.ArrayType(th.StringType),
         title="CSAM include fields",
         description=(
-            "Only these top-level asset fields (includeFields), e.g. hostId and "
-            "softwareListData; the others come as null. assetId and lastModifiedDate are always "
-            "added. Default: every field."
+            "Only these top-level asset fields (includeFields), as columns (host_id, "
+            "software_list_data) or as Qualys names them (hostId); the others come as null. "
+            "asset_id and last_modified_date are always added. Default: every field."
         ),
     ),
     th.Property(
@@ -548,7 +548,8 @@ class TapQualys(Tap):
     def load_state(self, state: dict[str, t.Any]) -> None:
         # Before any stream syncs: a bookmark in the future would make every run a silent no-op.
         bookmarks.check_bookmarks(state, self.config)
-        super().load_state(state)
+        # A state from before columns were snake_case keeps its bookmarks and resume points.
+        super().load_state(naming.upgrade_state(state))
 
     @override
     def discover_streams(self) -> list[Stream]:

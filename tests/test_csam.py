@@ -6,15 +6,24 @@ import json
 import subprocess
 import sys
 import typing as t
+from datetime import timedelta
 
 import pytest
 import requests
 
 from qualys_simulator.testing import Simulator
 from tap_qualys.auth import GatewayTokenAuthenticator
+from tap_qualys.casting import parse_utc
 from tap_qualys.client import decode_gateway_body
+from tap_qualys.naming import snake_case
 from tap_qualys.retries import FailedAttempt, QualysAPIError
-from tap_qualys.streams.csam import CsamAssetPaginator, CsamPage, read_csam_page
+from tap_qualys.streams.csam import (
+    DEFAULT_OVERLAP_MINUTES,
+    CsamAssetPaginator,
+    CsamPage,
+    qualys_filter_datetime,
+    read_csam_page,
+)
 from tests.gateway_support import (
     JWT_PATTERN,
     catalog,
@@ -113,17 +122,17 @@ def raw_assets(sim: Simulator, body: dict[str, t.Any] | None = None) -> list[dic
 
 def assert_matches_truth(records: list[dict[str, t.Any]], truth: list[dict[str, t.Any]]) -> None:
     """Every ground-truth asset once, with its values (epoch dates rendered as ISO), no extras."""
-    got = keyed(records, "assetId")
+    got = keyed(records, "asset_id")
     want = keyed(truth, "assetId")
     assert got.keys() == want.keys()
     for key, expected in want.items():
         record = got[key]
         agent = expected["agent"]
         assert {
-            "assetId": record["assetId"],
-            "hostId": record["hostId"],
-            "assetName": record["assetName"],
-            "lastModifiedDate": record["lastModifiedDate"],
+            "assetId": record["asset_id"],
+            "hostId": record["host_id"],
+            "assetName": record["asset_name"],
+            "lastModifiedDate": record["last_modified_date"],
             "agent": None
             if record["agent"] is None
             else {
@@ -143,23 +152,26 @@ def test_full_sync_matches_ground_truth(world: Simulator) -> None:
     assets = records["csam_assets"]
     assert_matches_truth(assets, world.ground_truth("csam_assets"))
     # Some assets are VM hosts (hostId joins to hosts.id), some are CSAM-only.
-    host_ids = {a["hostId"] for a in assets}
+    host_ids = {a["host_id"] for a in assets}
     assert None in host_ids
     assert {h["ID"] for h in world.ground_truth("hosts")} <= host_ids
     # The resume point is gone once the stream finished; the bookmark is the newest asset.
     final = states[-1]["bookmarks"]["csam_assets"]
     assert "resume" not in final
-    assert final["replication_key_value"] == max(a["lastModifiedDate"] for a in assets)
+    assert final["replication_key"] == "last_modified_date"
+    assert final["replication_key_value"] == max(a["last_modified_date"] for a in assets)
 
 
 def test_nothing_is_lost_or_altered(world: Simulator) -> None:
     """Each record holds every field of the API's asset, at every depth, with the same value;
     epoch-millisecond dates are the same instants in ISO form; big ids are exact."""
-    records = keyed(run_tap(gateway_config(world), ["csam_assets"])[0]["csam_assets"], "assetId")
+    records = keyed(run_tap(gateway_config(world), ["csam_assets"])[0]["csam_assets"], "asset_id")
     big_ids = 0
     for raw in raw_assets(world):
         record = records[(raw["assetId"],)]
-        _assert_same(raw, record, path=str(raw["assetId"]))
+        # Columns are snake_case (``naming``); the values inside them keep the API's keys.
+        top = {snake_case(key): value for key, value in raw.items()}
+        _assert_same(top, record, path=str(raw["assetId"]))
         for software in raw["softwareListData"]["software"]:
             big_ids += software["id"] > 2**53
     assert big_ids > 0
@@ -188,7 +200,7 @@ def test_dates_are_iso_utc(world: Simulator) -> None:
         a for a in run_tap(gateway_config(world), ["csam_assets"])[0]["csam_assets"] if a["agent"]
     )
     for value in (
-        asset["lastModifiedDate"],
+        asset["last_modified_date"],
         asset["agent"]["lastCheckedIn"],
         asset["sensor"]["lastVMScan"],
         asset["inventory"]["lastUpdated"],
@@ -206,28 +218,31 @@ def test_incremental_after_changes(world: Simulator) -> None:
     second, _ = run_tap(config, ["csam_assets"], state=states[-1])
     truth = world.ground_truth("csam_assets")
     changed = {a["assetId"] for a in truth if a["lastModifiedDate"] > bookmark}
-    emitted = {a["assetId"] for a in second["csam_assets"]}
+    emitted = {a["asset_id"] for a in second["csam_assets"]}
     assert changed
     assert changed <= emitted
     assert len(emitted) < len(truth)  # really incremental
-    table = merged(first["csam_assets"], second["csam_assets"], keys=("assetId",))
+    table = merged(first["csam_assets"], second["csam_assets"], keys=("asset_id",))
     assert_matches_truth(list(table.values()), truth)
 
 
-def test_include_fields_and_tag_filter(world: Simulator) -> None:
+@pytest.mark.parametrize("field", ["host_id", "hostId"])  # the column's name or Qualys'
+def test_include_fields_and_tag_filter(world: Simulator, field: str) -> None:
     tag = raw_assets(world)[0]["tagList"]["tag"][0]["tagName"]
-    config = gateway_config(world, csam_include_fields=["hostId"], csam_tag_filter=tag)
+    config = gateway_config(world, csam_include_fields=[field], csam_tag_filter=tag)
     assets = run_tap(config, ["csam_assets"])[0]["csam_assets"]
     expected = raw_assets(
         world, {"filters": [{"field": "tags.name", "operator": "EQUALS", "value": tag}]}
     )
-    assert {a["assetId"] for a in assets} == {a["assetId"] for a in expected}
+    assert {a["asset_id"] for a in assets} == {a["assetId"] for a in expected}
+    with_host = {a["assetId"] for a in expected if a["hostId"] is not None}
+    assert with_host  # host_id is really asked for, not just present as null
     for asset in assets:
         # The keys the tap needs are always requested; everything not listed comes as null.
-        assert asset["lastModifiedDate"]
-        assert "hostId" in asset
-        assert asset["softwareListData"] is None
-        assert asset["assetName"] is None
+        assert asset["last_modified_date"]
+        assert asset["host_id"] is not None or asset["asset_id"] not in with_host
+        assert asset["software_list_data"] is None
+        assert asset["asset_name"] is None
 
 
 @pytest.mark.parametrize("spelling", ["inventoryListData", "inventory_list_data"])
@@ -277,20 +292,20 @@ def test_crash_mid_paging_resumes_at_the_last_full_page(world: Simulator, tmp_pa
     finally:
         world.configure(record_delay_sec=0)
     assert resume_state is not None
-    resume_after = resume_state["bookmarks"]["csam_assets"]["resume"]["lastSeenAssetId"]
+    resume_after = resume_state["bookmarks"]["csam_assets"]["resume"]["last_seen_asset_id"]
     crashed, _ = parse_messages("".join(before))
-    emitted_before = {a["assetId"] for a in crashed["csam_assets"]}
+    emitted_before = {a["asset_id"] for a in crashed["csam_assets"]}
     # Every asset up to the resume point was emitted before the crash.
     truth = world.ground_truth("csam_assets")
     assert {a["assetId"] for a in truth if a["assetId"] <= resume_after} <= emitted_before
 
     world.reset_stats()
     rerun, states = run_tap(config, ["csam_assets"], state=resume_state)
-    resumed = [a["assetId"] for a in rerun["csam_assets"]]
+    resumed = [a["asset_id"] for a in rerun["csam_assets"]]
     assert resumed == sorted(a["assetId"] for a in truth if a["assetId"] > resume_after)
     assert world.stats()["requests"]["csam_search"] == -(-len(resumed) // 5)
     assert "resume" not in states[-1]["bookmarks"]["csam_assets"]
-    table = merged(crashed["csam_assets"], rerun["csam_assets"], keys=("assetId",))
+    table = merged(crashed["csam_assets"], rerun["csam_assets"], keys=("asset_id",))
     assert_matches_truth(list(table.values()), truth)
     assert not JWT_PATTERN.search("".join(before))
 
@@ -303,6 +318,43 @@ def test_resume_point_of_another_query_is_ignored(world: Simulator) -> None:
     }
     records, _ = run_tap(gateway_config(world), ["csam_assets"], state=state)
     assert len(records["csam_assets"]) == len(world.ground_truth("csam_assets"))
+
+
+def test_state_from_before_snake_case_keeps_bookmark_and_resume_point(world: Simulator) -> None:
+    """A state written with the API's names (``lastModifiedDate``, ``lastSeenAssetId``) by an
+    older tap-qualys: the bookmark and the resume point still hold, and are rewritten."""
+    config = gateway_config(world, csam_page_size=5)
+    _, states = run_tap(config, ["csam_assets"])
+    bookmark = states[-1]["bookmarks"]["csam_assets"]["replication_key_value"]
+    world.advance(86400)
+    new_state = {"bookmarks": {"csam_assets": {
+        "replication_key": "last_modified_date", "replication_key_value": bookmark}}}
+    incremental = [a["asset_id"] for a in run_tap(config, ["csam_assets"], new_state)[0]
+                   ["csam_assets"]]
+    assert 2 <= len(incremental) < len(world.ground_truth("csam_assets"))
+    resume_after = incremental[len(incremental) // 2 - 1]
+    # The query that run asked for: a resume point belongs to its query.
+    since = parse_utc(bookmark) - timedelta(minutes=DEFAULT_OVERLAP_MINUTES)
+    query = {
+        "filters": [
+            {"field": "asset.lastUpdated", "operator": "GREATER",
+             "value": qualys_filter_datetime(since)}
+        ],
+        "pageSize": 5,
+        "includeFields": None,
+    }
+    old_state = {"bookmarks": {"csam_assets": {
+        "replication_key": "lastModifiedDate",
+        "replication_key_value": bookmark,
+        "resume": {"lastSeenAssetId": resume_after, "query": query, "started": bookmark},
+    }}}
+    records, states = run_tap(config, ["csam_assets"], old_state)
+    assert [a["asset_id"] for a in records["csam_assets"]] == [
+        i for i in incremental if i > resume_after
+    ]
+    final = states[-1]["bookmarks"]["csam_assets"]
+    assert final["replication_key"] == "last_modified_date"
+    assert "resume" not in final
 
 
 @pytest.mark.parametrize("fault", ["error_200", "truncated_200", "drop", "http_503"])

@@ -10,6 +10,7 @@ import typing as t
 import pytest
 
 from qualys_simulator.testing import Simulator
+from tap_qualys.naming import snake_case
 from tap_qualys.retries import Kind, QualysAPIError, classify_gateway_response
 from tap_qualys.streams.pcrs import (
     CONTROLS_VIEW_SQL,
@@ -22,16 +23,16 @@ from tap_qualys.tap import TapQualys
 from tests.gateway_support import PCRS_STREAMS, gateway_config, keyed, merged, run_tap
 
 POSTURE_DATES = (
-    "firstFailDate",
-    "lastFailDate",
-    "firstPassDate",
-    "lastPassDate",
-    "postureModifiedDate",
-    "lastEvaluatedDate",
+    "first_fail_date",
+    "last_fail_date",
+    "first_pass_date",
+    "last_pass_date",
+    "posture_modified_date",
+    "last_evaluated_date",
     "created",
-    "complianceLastScanDate",
-    "agentLastDetectedDate",
-    "scannerLastDetectedDate",
+    "compliance_last_scan_date",
+    "agent_last_detected_date",
+    "scanner_last_detected_date",
 )
 
 
@@ -43,17 +44,21 @@ def world() -> t.Iterator[Simulator]:
 
 
 def assert_matches_truth(records: dict[str, list[dict[str, t.Any]]], sim: Simulator) -> None:
-    """Every ground-truth record of the three streams once, with its values, and no extras."""
+    """Every ground-truth record of the three streams once, with its values, and no extras.
+
+    The ground truth has Qualys' keys; the records' top-level keys are snake_case (``naming``).
+    """
     for stream, keys in (
         ("pcrs_policies", ("id",)),
         ("pcrs_policy_host_ids", ("policyId", "hostId")),
         ("pcrs_posture_info", ("id",)),
     ):
-        got = keyed(records.get(stream, []), *keys)
+        got = keyed(records.get(stream, []), *(snake_case(key) for key in keys))
         want = keyed(sim.ground_truth(stream), *keys)
         assert got.keys() == want.keys(), stream
         for key, expected in want.items():
-            assert {field: got[key][field] for field in expected} == expected, (stream, key)
+            loaded = {field: got[key][snake_case(field)] for field in expected}
+            assert loaded == expected, (stream, key)
 
 
 def test_full_sync_matches_ground_truth(world: Simulator) -> None:
@@ -64,13 +69,13 @@ def test_full_sync_matches_ground_truth(world: Simulator) -> None:
     policies = records["pcrs_policies"]
     inactive = {p["id"] for p in policies if p["status"] == "inactive"}
     assert inactive  # emitted, but without children
-    assert not inactive & {h["policyId"] for h in records["pcrs_policy_host_ids"]}
-    assert all(isinstance(h["hostId"], int) for h in records["pcrs_policy_host_ids"])
-    assert {p["subscriptionId"] for p in policies} == {6184390}
+    assert not inactive & {h["policy_id"] for h in records["pcrs_policy_host_ids"]}
+    assert all(isinstance(h["host_id"], int) for h in records["pcrs_policy_host_ids"])
+    assert {p["subscription_id"] for p in policies} == {6184390}
     # One postureInfo call per batch of 4 hosts of each active policy, at most 3 at a time.
     per_policy: dict[int, int] = {}
     for host in records["pcrs_policy_host_ids"]:
-        per_policy[host["policyId"]] = per_policy.get(host["policyId"], 0) + 1
+        per_policy[host["policy_id"]] = per_policy.get(host["policy_id"], 0) + 1
     stats = world.stats()
     assert stats["requests"]["pcrs_posture_info"] == sum(-(-n // 4) for n in per_policy.values())
     assert 1 < stats["peak_concurrency"]["pcrs_posture_info"] <= 3
@@ -92,14 +97,14 @@ def test_posture_calls_are_paced_by_the_rate_headers(caplog: pytest.LogCaptureFi
 
 def test_posture_records_are_typed(world: Simulator) -> None:
     postures = run_tap(gateway_config(world), PCRS_STREAMS)[0]["pcrs_posture_info"]
-    never_failed = [p for p in postures if p["status"] == "Passed" and p["firstFailDate"] is None]
+    never_failed = [p for p in postures if p["status"] == "Passed" and p["first_fail_date"] is None]
     assert never_failed  # PCRS' "" for a date that never happened is null
     for posture in postures:
         for field in POSTURE_DATES:
             assert posture[field] is None or posture[field].endswith("Z"), field
-        for field in ("id", "policyId", "hostId", "controlId", "technologyId"):
+        for field in ("id", "policy_id", "host_id", "control_id", "technology_id"):
             assert isinstance(posture[field], int), field
-        assert posture["controlStatement"]
+        assert posture["control_statement"]
         assert posture["remediation"]
         assert posture["technology"]["name"]
         assert posture["evidence"] is None  # pcrs_evidence_required is off by default
@@ -145,7 +150,7 @@ def test_incremental_after_reevaluation(world: Simulator) -> None:
             merged(
                 first["pcrs_policy_host_ids"],
                 second.get("pcrs_policy_host_ids", []),
-                keys=("policyId", "hostId"),
+                keys=("policy_id", "host_id"),
             ).values()
         ),
         "pcrs_posture_info": list(
@@ -181,7 +186,7 @@ def test_unknown_policy_warns_and_yields_nothing(
 ) -> None:
     tap = TapQualys(config=gateway_config(world))
     stream = t.cast("PcrsPolicyHostIdsStream", tap.streams["pcrs_policy_host_ids"])
-    context = {"policyId": 999, "subscriptionId": 6184390, "window": "1970-01-01T00:00:00Z"}
+    context = {"policy_id": 999, "subscription_id": 6184390, "window": "1970-01-01T00:00:00Z"}
     with caplog.at_level(logging.WARNING):
         assert list(stream.get_records(context)) == []
     assert "policy 999: Qualys answered" in caplog.text
@@ -239,10 +244,10 @@ def test_controls_view_normalizes_postures(world: Simulator) -> None:
     )
     db.execute(CONTROLS_VIEW_SQL)
     rows = db.execute(
-        "SELECT controlId, technologyId, technologyName, controlStatement, remediation, "
-        "criticalityLabel, postures, failedPostures FROM pcrs_posture_controls"
+        "SELECT control_id, technology_id, technology_name, control_statement, remediation, "
+        "criticality_label, postures, failed_postures FROM pcrs_posture_controls"
     ).fetchall()
-    expected = {(p["controlId"], p["technologyId"]) for p in postures}
+    expected = {(p["control_id"], p["technology_id"]) for p in postures}
     assert {(row[0], row[1]) for row in rows} == expected
     assert sum(row[6] for row in rows) == len(postures)
     assert sum(row[7] for row in rows) == sum(p["status"] == "Failed" for p in postures)
@@ -288,7 +293,7 @@ def test_every_gateway_stream_through_a_fault_storm() -> None:
         records, _ = run_tap(config, ["csam_assets", *PCRS_STREAMS])
         injected = sim.stats()["faults"]
         assert_matches_truth(records, sim)
-        assert keyed(records["csam_assets"], "assetId").keys() == {
+        assert keyed(records["csam_assets"], "asset_id").keys() == {
             (a["assetId"],) for a in sim.ground_truth("csam_assets")
         }
     assert {"drop", "error_200", "http_503", "slow_first_byte"} <= set(injected), injected

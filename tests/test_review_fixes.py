@@ -128,15 +128,15 @@ def test_filtered_host_ids_never_lose_other_hosts_postures(world: Simulator) -> 
     full, _ = run_tap(config, PCRS_STREAMS)
     per_policy: dict[int, list[int]] = {}
     for row in full["pcrs_policy_host_ids"]:
-        per_policy.setdefault(row["policyId"], []).append(row["hostId"])
+        per_policy.setdefault(row["policy_id"], []).append(row["host_id"])
     # Filter out each policy's *last* host: it carried the policy's postures before the fix.
     last_hosts = {hosts[-1] for hosts in per_policy.values()}
-    expression = " and ".join(f"hostId != {h}" for h in sorted(last_hosts))
+    expression = " and ".join(f"host_id != {h}" for h in sorted(last_hosts))
     filtered, _ = run_tap(
         {**config, "stream_maps": {"pcrs_policy_host_ids": {"__filter__": expression}}},
         PCRS_STREAMS,
     )
-    expected = {p["id"] for p in full["pcrs_posture_info"] if p["hostId"] not in last_hosts}
+    expected = {p["id"] for p in full["pcrs_posture_info"] if p["host_id"] not in last_hosts}
     assert expected
     assert {p["id"] for p in filtered.get("pcrs_posture_info", [])} == expected
 
@@ -256,7 +256,7 @@ def test_resumed_csam_run_rereads_changes_below_its_resume_point() -> None:
         # and Qualys' dates share one clock. Put the crash on the simulated clock.
         crashed_at = sim_now(sim)
         resume["started"] = crashed_at.isoformat()
-        resume_after = resume["lastSeenAssetId"]
+        resume_after = resume["last_seen_asset_id"]
 
         sim.advance(86400)
         changed = {
@@ -268,14 +268,14 @@ def test_resumed_csam_run_rereads_changes_below_its_resume_point() -> None:
         assert below, "the advance should change assets below the resume point"
 
         resumed, states = run_tap(config, ["csam_assets"], state=crash)
-        assert min(a["assetId"] for a in resumed["csam_assets"]) > resume_after
+        assert min(a["asset_id"] for a in resumed["csam_assets"]) > resume_after
         final = states[-1]
         bookmark = final["bookmarks"]["csam_assets"]["replication_key_value"]
         assert "resume" not in final["bookmarks"]["csam_assets"]
         assert as_moment(bookmark) <= crashed_at
 
         after, _ = run_tap(config, ["csam_assets"], state=final)
-        assert below <= {a["assetId"] for a in after["csam_assets"]}
+        assert below <= {a["asset_id"] for a in after["csam_assets"]}
 
 
 def test_repeated_resumes_keep_the_first_runs_start() -> None:
@@ -496,7 +496,7 @@ def test_documented_envelope_quirks_lose_nothing() -> None:
         records, _ = run_tap(config, ["csam_assets", "hosts", "knowledge_base"])
         assert sim.stats()["faults"].get("csam_no_cursor", 0) > 0
         for stream, key, truth_key in (
-            ("csam_assets", "assetId", "assetId"),
+            ("csam_assets", "asset_id", "assetId"),
             ("hosts", "id", "ID"),
             ("knowledge_base", "qid", "QID"),
         ):

@@ -4,7 +4,7 @@ Paging, bookmark and resume:
 
 - ``POST /rest/2.0/search/am/asset?pageSize=300&lastSeenAssetId=N`` pages in ascending assetId
   order; the answer says ``hasMore`` and the ``lastSeenAssetId`` to send next.
-- Incremental on ``lastModifiedDate``: the JSON filter ``asset.lastUpdated GREATER <bookmark
+- Incremental on ``last_modified_date``: the JSON filter ``asset.lastUpdated GREATER <bookmark
   minus csam_overlap_minutes>``. Pages are not in date order, so the SDK only promotes the new
   bookmark when the stream ends, capped at the run's start (the signpost): an asset changed
   while the run was paging past it is fetched again next run instead of being skipped. The
@@ -13,7 +13,7 @@ Paging, bookmark and resume:
   assets lost. A server time beyond ``max_clock_skew_minutes`` (or none) caps the bookmark at
   the previous one instead (see ``bookmarks``).
 - Resumable: after every fully emitted page the stream state gets a resume point,
-  ``{"resume": {"lastSeenAssetId": N, "query": {...}, "started": <run start>}}``, and a STATE
+  ``{"resume": {"last_seen_asset_id": N, "query": {...}, "started": <run start>}}``, and a STATE
   message is written at once. A run that starts with a resume point for the same query continues
   after asset N instead of starting over (a 1.5M-asset subscription is 5,000 pages); the point is
   removed when the stream finishes. A resume point for another query (bookmark, tag filter or
@@ -22,7 +22,8 @@ Paging, bookmark and resume:
   start of the *interrupted* run (kept through repeated resumes) rather than its own: the next
   run then re-reads every asset changed since the interrupted run began, those below N included.
 
-Record shape: the API's own keys. ``date-time`` fields come out as ISO-8601 UTC strings, epoch
+Record shape: top-level keys in snake_case (``assetId`` -> ``asset_id``, see ``naming``), nested
+values with the API's own keys. ``date-time`` fields come out as ISO-8601 UTC strings, epoch
 milliseconds included (see ``client.DateNormalizer``); software ids above 2**53 stay exact
 integers. ``inventoryListData`` / ``inventory_list_data`` (other spellings seen for the inventory
 block) are read into ``inventory``.
@@ -36,13 +37,14 @@ import typing as t
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from singer_sdk import SchemaDirectory, StreamSchema
+from singer_sdk import StreamSchema
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_qualys import bookmarks, schemas
+from tap_qualys import bookmarks
 from tap_qualys.auth import GatewayAuthError
 from tap_qualys.casting import format_utc, http_date, parse_utc
 from tap_qualys.client import QualysGatewayStream, StalledPages
+from tap_qualys.naming import GATEWAY_SCHEMAS, RESUME_CURSOR
 from tap_qualys.retries import QualysAPIError, transient
 
 if sys.version_info >= (3, 12):
@@ -55,10 +57,12 @@ if t.TYPE_CHECKING:
 
     from singer_sdk.helpers.types import Context, Record
 
-SCHEMAS = SchemaDirectory(schemas)
+#: Qualys' keys on file, snake_case top-level names served (see ``naming``).
+SCHEMAS = GATEWAY_SCHEMAS
 #: The documented maximum page size of the asset search.
 MAX_PAGE_SIZE = 300
-#: Sent or kept whatever ``csam_include_fields`` says: the primary and the replication key.
+#: Sent or kept whatever ``csam_include_fields`` says: the primary and the replication key
+#: (Qualys' names: ``includeFields`` is the API's parameter).
 REQUIRED_FIELDS = ("assetId", "lastModifiedDate")
 #: How far before the bookmark the next run starts (``csam_overlap_minutes``).
 DEFAULT_OVERLAP_MINUTES = 60
@@ -168,17 +172,17 @@ def qualys_filter_datetime(value: datetime | str) -> str:
 
 
 class CsamAssetsStream(QualysGatewayStream):
-    """CSAM assets with their nested inventory; ``hostId`` joins them to the VM ``hosts``."""
+    """CSAM assets with their nested inventory; ``host_id`` joins them to the VM ``hosts``."""
 
     name = "csam_assets"
     path = "/rest/2.0/search/am/asset"
-    primary_keys = ("assetId",)
-    replication_key = "lastModifiedDate"
+    primary_keys = ("asset_id",)
+    replication_key = "last_modified_date"
     # Pages come in assetId order, not by date: the bookmark moves only at the end.
     is_sorted = False
     schema = StreamSchema(SCHEMAS)
     sync_note = (
-        "the bookmark (max lastModifiedDate) is saved when the stream completes, and a "
+        "the bookmark (max last_modified_date) is saved when the stream completes, and a "
         "resume point after every page"
     )
     record_unit = "assets"
@@ -209,7 +213,9 @@ class CsamAssetsStream(QualysGatewayStream):
             )
         if tag := config.get("csam_tag_filter"):
             filters.append({"field": "tags.name", "operator": "EQUALS", "value": tag})
-        include = list(config.get("csam_include_fields") or [])
+        # Column names (host_id) or Qualys' (hostId): includeFields takes Qualys'.
+        api_names = self.columns.api_names
+        include = [api_names.get(name, name) for name in config.get("csam_include_fields") or []]
         if include:
             include += [field for field in REQUIRED_FIELDS if field not in include]
         return {
@@ -355,12 +361,12 @@ class CsamAssetsStream(QualysGatewayStream):
                 "%s: ignoring the resume point after assetId %s: it belongs to another query "
                 "(%s); starting from the first page",
                 self.name,
-                saved.get("lastSeenAssetId"),
+                saved.get(RESUME_CURSOR),
                 saved.get("query"),
             )
             return 0
         try:
-            return int(saved["lastSeenAssetId"])
+            return int(saved[RESUME_CURSOR])
         except (KeyError, TypeError, ValueError):
             if warn:
                 self.logger.warning(
@@ -372,7 +378,7 @@ class CsamAssetsStream(QualysGatewayStream):
 
     def _save_resume_point(self, query: dict[str, t.Any], last_seen_asset_id: int) -> None:
         self.stream_state[self.resume_key] = {
-            "lastSeenAssetId": last_seen_asset_id,
+            RESUME_CURSOR: last_seen_asset_id,
             "query": query,
             # The start of the run that began this paging (see get_replication_key_signpost).
             "started": self._run_started,

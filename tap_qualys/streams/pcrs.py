@@ -2,10 +2,10 @@
 ``pcrs_posture_info``, from the gateway, in the call order Qualys prescribes (§9).
 
 - ``pcrs_policies``: ``GET /pcrs/2.0/posture/policy/list?lastEvaluationDate=<bookmark>``,
-  incremental on ``lastEvaluatedDate``. It emits every policy it gets, but only **active** ones
+  incremental on ``last_evaluated_date``. It emits every policy it gets, but only **active** ones
   have children: Qualys evaluates no inactive policy, so they have no hosts and no postures.
 - ``pcrs_policy_host_ids``: per active policy, ``GET /pcrs/5.0/posture/hostids?policyId=&
-  lastScanDate=<window>``; one record ``{policyId, hostId, subscriptionId}`` per host. The ids
+  lastScanDate=<window>``; one record ``{policy_id, host_id, subscription_id}`` per host. The ids
   arrive as strings and are emitted as integers (they join to ``hosts.id``). An answer with an
   ``error`` and no ids (an unknown policy) is logged as a warning and yields nothing.
 - ``pcrs_posture_info``: ``POST /pcrs/5.0/posture/postureInfo`` with the policy's host ids in
@@ -23,7 +23,7 @@ children of every policy were emitted, so a failed run is repeated. Syncing the 
 without selecting ``pcrs_policies`` fetches everything each run, because the window then never
 moves.
 
-Keys: ``pcrs_policies.id``; ``pcrs_policy_host_ids`` (``policyId``, ``hostId``);
+Keys: ``pcrs_policies.id``; ``pcrs_policy_host_ids`` (``policy_id``, ``host_id``);
 ``pcrs_posture_info.id``, Qualys' posture id, which identifies one (policy, host, control,
 instance) evaluation and stays the same across evaluations, so re-evaluated postures upsert.
 Dates come out as ISO-8601 UTC; PCRS' ``""`` for a date that never happened becomes null.
@@ -44,11 +44,12 @@ import typing as t
 from dataclasses import dataclass
 from datetime import timedelta
 
-from singer_sdk import SchemaDirectory, StreamSchema
+from singer_sdk import StreamSchema
 
-from tap_qualys import bookmarks, schemas
+from tap_qualys import bookmarks
 from tap_qualys.client import QualysGatewayStream
 from tap_qualys.concurrency import OrderedPipeline
+from tap_qualys.naming import GATEWAY_SCHEMAS
 from tap_qualys.retries import transient
 from tap_qualys.streams.csam import qualys_filter_datetime
 
@@ -62,7 +63,8 @@ if t.TYPE_CHECKING:
 
     from singer_sdk.helpers.types import Context, Record
 
-SCHEMAS = SchemaDirectory(schemas)
+#: Qualys' keys on file, snake_case top-level names served (see ``naming``).
+SCHEMAS = GATEWAY_SCHEMAS
 #: "Everything" for the date filters Qualys requires: the first run with no start_date.
 EPOCH = "1970-01-01T00:00:00Z"
 DEFAULT_BATCH_SIZE = 250
@@ -77,19 +79,19 @@ POSTURE_ID_FIELDS = ("id", "policyId", "hostId", "controlId", "technologyId", "a
 #: One row per (control, technology): the controls table, derived from the postures.
 CONTROLS_VIEW_SQL = """
 CREATE VIEW IF NOT EXISTS pcrs_posture_controls AS
-SELECT controlId,
-       technologyId,
-       MAX(json_extract(technology, '$.name')) AS technologyName,
-       MAX(controlStatement) AS controlStatement,
+SELECT control_id,
+       technology_id,
+       MAX(json_extract(technology, '$.name')) AS technology_name,
+       MAX(control_statement) AS control_statement,
        MAX(rationale) AS rationale,
        MAX(remediation) AS remediation,
-       MAX(controlReference) AS controlReference,
-       MAX(json_extract(criticality, '$.value')) AS criticalityValue,
-       MAX(json_extract(criticality, '$.label')) AS criticalityLabel,
+       MAX(control_reference) AS control_reference,
+       MAX(json_extract(criticality, '$.value')) AS criticality_value,
+       MAX(json_extract(criticality, '$.label')) AS criticality_label,
        COUNT(*) AS postures,
-       SUM(status = 'Failed') AS failedPostures
+       SUM(status = 'Failed') AS failed_postures
 FROM pcrs_posture_info
-GROUP BY controlId, technologyId
+GROUP BY control_id, technology_id
 """
 #: A fetched postureInfo batch: (batch number, posture records, seconds taken).
 FetchedBatch = tuple[int, list[dict[str, t.Any]], float]
@@ -167,11 +169,11 @@ class PcrsPoliciesStream(QualysGatewayStream):
     name = "pcrs_policies"
     path = "/pcrs/2.0/posture/policy/list"
     primary_keys = ("id",)
-    replication_key = "lastEvaluatedDate"
+    replication_key = "last_evaluated_date"
     is_sorted = False
     schema = StreamSchema(SCHEMAS)
     sync_note = (
-        "the bookmark (max lastEvaluatedDate) is saved when the stream completes; the "
+        "the bookmark (max last_evaluated_date) is saved when the stream completes; the "
         "next run starts pcrs_overlap_hours before it"
     )
     record_unit = "policies"
@@ -210,15 +212,15 @@ class PcrsPoliciesStream(QualysGatewayStream):
         )
         latest = bookmarks.horizon(self.config)
         future = [
-            p for p in answer.policies if bookmarks.later_than(p.get(self.replication_key), latest)
+            p for p in answer.policies if bookmarks.later_than(p.get("lastEvaluatedDate"), latest)
         ]
         if future:
             # The SDK caps the new bookmark at the run's start; the data is still suspect.
             self.logger.warning(
                 bookmarks.future_warning(
                     self.name,
-                    f"policy {future[0].get('id')} {self.replication_key}",
-                    str(future[0][self.replication_key]),
+                    f"policy {future[0].get('id')} lastEvaluatedDate",
+                    str(future[0]["lastEvaluatedDate"]),
                     "the bookmark is capped at this run's start",
                 )
             )
@@ -241,8 +243,8 @@ class PcrsPoliciesStream(QualysGatewayStream):
     ) -> Iterable[Context | None]:
         if is_active(record):
             yield {
-                "policyId": record["id"],
-                "subscriptionId": record["subscriptionId"],
+                "policy_id": record["id"],
+                "subscription_id": record["subscription_id"],
                 "window": self.window,
             }
 
@@ -259,7 +261,7 @@ class PcrsPolicyHostIdsStream(QualysGatewayStream):
     path = "/pcrs/5.0/posture/hostids"
     parent_stream_type = PcrsPoliciesStream
     state_partitioning_keys: t.ClassVar[list[str]] = []
-    primary_keys = ("policyId", "hostId")
+    primary_keys = ("policy_id", "host_id")
     schema = StreamSchema(SCHEMAS)
     sync_mode = ""
     sync_note = "the hosts of each policy scanned in the policies' window"
@@ -283,7 +285,7 @@ class PcrsPolicyHostIdsStream(QualysGatewayStream):
     def get_records(self, context: Context | None) -> Iterable[Record]:
         if not context:
             return
-        policy_id = context["policyId"]
+        policy_id = context["policy_id"]
         entries = self.gateway_call(
             self.path,
             read_host_ids,
@@ -309,15 +311,20 @@ class PcrsPolicyHostIdsStream(QualysGatewayStream):
             f"{len(host_ids):,}",
             context["window"],
         )
+        # Built with the column names: the stream maps' filter below sees what the targets see.
         records = [
-            {"policyId": policy_id, "hostId": host_id, "subscriptionId": context["subscriptionId"]}
+            {
+                "policy_id": policy_id,
+                "host_id": host_id,
+                "subscription_id": context["subscription_id"],
+            }
             for host_id in host_ids
         ]
         # The SDK syncs a record's children only when it passes the stream maps' __filter__;
         # the postures of the policy travel with its last host that passes. A host filtered
         # out is left out of postureInfo too (a filter on host ids means "not these hosts"),
         # and the other hosts' postures are never lost with it.
-        passing = [r["hostId"] for r in records if self.passes_filter(r)]
+        passing = [r["host_id"] for r in records if self.passes_filter(r)]
         self._host_ids = passing
         self._last_host = passing[-1] if passing else None
         for record in records:
@@ -336,7 +343,7 @@ class PcrsPolicyHostIdsStream(QualysGatewayStream):
         # whole id list to batch it. The ids travel through queue_policy, not the context,
         # which the SDK copies into its metric log lines.
         postures = self.postures
-        if postures is not None and context and record["hostId"] == self._last_host:
+        if postures is not None and context and record["host_id"] == self._last_host:
             yield postures.queue_policy(context, self._host_ids)
 
 
@@ -361,8 +368,8 @@ class PcrsPostureInfoStream(QualysGatewayStream):
 
     def queue_policy(self, context: Context, host_ids: list[int]) -> Context:
         """Take a policy's host ids from the parent; return the child context naming it."""
-        self._queued[context["policyId"]] = list(host_ids)
-        return {"policyId": context["policyId"], "subscriptionId": context["subscriptionId"]}
+        self._queued[context["policy_id"]] = list(host_ids)
+        return {"policy_id": context["policy_id"], "subscription_id": context["subscription_id"]}
 
     @property
     def batch_size(self) -> int:
@@ -384,9 +391,9 @@ class PcrsPostureInfoStream(QualysGatewayStream):
 
     @override
     def get_records(self, context: Context | None) -> Iterable[Record]:
-        if not context or context["policyId"] not in self._queued:
+        if not context or context["policy_id"] not in self._queued:
             return
-        policy_id = context["policyId"]
+        policy_id = context["policy_id"]
         host_ids = self._queued.pop(policy_id)
         size = self.batch_size
         batches = [host_ids[i : i + size] for i in range(0, len(host_ids), size)]
@@ -411,7 +418,7 @@ class PcrsPostureInfoStream(QualysGatewayStream):
                 body = [
                     {
                         "policyId": str(policy_id),
-                        "subscriptionId": str(context["subscriptionId"]),
+                        "subscriptionId": str(context["subscription_id"]),
                         "hostIds": [str(h) for h in batch],
                     }
                 ]

@@ -1,10 +1,11 @@
 """Read back what a loader wrote, and compare it with the simulator's ground truth.
 
-The ground truth names fields as the API does (XML element names, JSON keys); the tap lowercases
-XML element names and keeps JSON keys (docs/architecture.md, "Record naming"), and SQL loaders
-conform column names again, so top-level names match ignoring case and underscores. Values are
-compared after normalising what loaders legitimately change: JSON text for nested values (SQLite),
-native timestamps (Postgres), booleans stored as 0/1, numbers as text or as numbers.
+The ground truth names fields as the API does (XML element names, JSON keys); every column is
+its field's name in snake_case (docs/architecture.md, "Record naming": ``UNIQUE_VULN_ID`` ->
+``unique_vuln_id``, ``assetId`` -> ``asset_id``), which SQL loaders keep as it is, so a field is
+looked up under exactly that name. Values are compared after normalising what loaders
+legitimately change: JSON text for nested values (SQLite), native timestamps (Postgres), booleans
+stored as 0/1, numbers as text or as numbers.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+
+from tap_qualys.naming import snake_case
 
 # Streams and the ground truth's key fields (API names).
 STREAMS: dict[str, tuple[str, ...]] = {
@@ -162,15 +165,6 @@ def _key_value(value: Any) -> str:
     return format(number.normalize(), "f") if number is not None else str(value)
 
 
-def _folded(name: str) -> str:
-    """SQL loaders conform column names (`assetId` -> `assetid` or `asset_id`): match any."""
-    return name.lower().replace("_", "")
-
-
-def _fold_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {_folded(name): value for name, value in row.items()}
-
-
 # --- comparison ---------------------------------------------------------------------------------
 
 
@@ -179,8 +173,8 @@ def compare_stream(
 ) -> list[str]:
     """Every key present, no extras, no duplicates, every ground-truth field equal."""
     keys = STREAMS[stream]
-    names = [_folded(key) for key in keys]
-    rows = [_fold_row(row) for row in loaded]
+    names = [snake_case(key) for key in keys]
+    rows = list(loaded)
     loaded_keys = Counter(tuple(_key_value(row.get(name)) for name in names) for row in rows)
     problems = [
         f"{stream}: key {key} loaded {count} times"
@@ -203,7 +197,7 @@ def compare_stream(
         if row is None:
             continue
         for api_name, expected in record.items():
-            name = _folded(api_name)
+            name = snake_case(api_name)
             if not same(expected, row.get(name)):
                 mismatches.append(f"{key} {name}: expected {expected!r}, loaded {row.get(name)!r}")
     if mismatches:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from qualys_simulator.testing import Simulator
+from tap_qualys.naming import snake_case
 from tests.e2e.loaded import STREAMS, compare_stream, sqlite_rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -356,7 +357,7 @@ class Pipeline:
 
 
 def duplicate_keys(rows: list[dict[str, Any]], keys: Iterable[str]) -> list[tuple[Any, ...]]:
-    names = [k.lower() for k in keys]
+    names = [snake_case(k) for k in keys]
     counts = Counter(tuple(row.get(name) for name in names) for row in rows)
     return [key for key, count in counts.items() if count > 1]
 
