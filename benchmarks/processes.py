@@ -213,8 +213,9 @@ def meltano_install(meltano: Path, sys_dir: Path, plugins: Sequence[str], log: P
     marker.write_text(recipe)
 
 
-def meltano_plugin_executable(sys_dir: Path, kind: str, name: str) -> Path:
-    return sys_dir / kind / name / "venv" / "bin" / name
+def meltano_plugin_executable(sys_dir: Path, kind: str, name: str, executable: str = "") -> Path:
+    """The executable Meltano installed for the plugin (its `executable:`, default its name)."""
+    return sys_dir / kind / name / "venv" / "bin" / (executable or name)
 
 
 def pip_url_of(plugin: str) -> str:
