@@ -11,6 +11,7 @@ import email.parser
 import re
 import subprocess
 import sys
+import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,3 +158,19 @@ def test_the_development_tools_are_dependency_groups() -> None:
         "packages/target-qualys-sqlite",
         "packages/qualys-simulator",
     }
+
+
+def test_the_tap_sdist_holds_the_tap_only(tmp_path: Path) -> None:
+    build = "import sys; from hatchling.build import build_sdist; print(build_sdist(sys.argv[1]))"
+    result = subprocess.run(
+        [sys.executable, "-c", build, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with tarfile.open(tmp_path / result.stdout.strip().splitlines()[-1]) as sdist:
+        top_level = {name.split("/")[1] for name in sdist.getnames() if "/" in name}
+    assert "tap_qualys" in top_level
+    assert top_level & {"packages", "tests", "benchmarks", "scripts", "uv.lock"} == set()
