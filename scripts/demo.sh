@@ -27,7 +27,9 @@ echo "==> meltano install (tap-qualys and target-sqlite from this repository: . 
 echo "==> Starting the Qualys simulator ($DEMO_HOSTS hosts)"
 workdir=$(mktemp -d)
 # The simulator (packages/qualys-simulator) uses only the standard library: no install needed, any
-# Python 3.10+ runs it from its folder.
+# Python 3.10+ runs it from its folder. Its output files exist before the wait loop reads them (the
+# background job may open them later).
+: >"$workdir/simulator.out"
 PYTHONPATH=packages/qualys-simulator "$PYTHON" -m qualys_simulator --port 0 --hosts "$DEMO_HOSTS" --seed 7 >"$workdir/simulator.out" 2>"$workdir/simulator.err" &
 simulator_pid=$!
 trap 'kill "$simulator_pid" 2>/dev/null || true; wait "$simulator_pid" 2>/dev/null || true; rm -rf "$workdir"' EXIT
