@@ -197,7 +197,14 @@ def compile_bytecode(ctx: Context) -> None:
     started = time.perf_counter()
     repo = Path(__file__).resolve().parent.parent
     targets = {Path(sysconfig.get_paths()["purelib"]), Path(sysconfig.get_paths()["platlib"])}
-    targets |= {repo / name for name in ("tap_qualys", "target_sqlite", "qualys_simulator")}
+    targets |= {
+        repo / name
+        for name in (
+            "tap_qualys",
+            "packages/target-qualys-sqlite/target_qualys_sqlite",
+            "packages/qualys-simulator/qualys_simulator",
+        )
+    }
     for target in sorted(targets):
         compileall.compile_dir(target, quiet=2, workers=0)
     ctx.log(f"bytecode compiled in {time.perf_counter() - started:.1f} s")

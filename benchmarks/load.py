@@ -42,7 +42,7 @@ from tests.e2e.loaded import compare_stream, same
 
 BIN = Path(sys.executable).parent
 TAP = BIN / "tap-qualys"
-TARGET = BIN / "target-sqlite"
+TARGET = BIN / "target-qualys-sqlite"
 VM_STREAMS = ("knowledge_base", "hosts", "host_detections")
 DEFAULT_FAULTS = {
     "http_503": 0.05, "drop": 0.05, "truncated_200": 0.05, "error_200": 0.05,

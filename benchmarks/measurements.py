@@ -321,7 +321,7 @@ def end_to_end(ctx: Context) -> list[Row]:
     ctx.log("e2e: meltano install tap-qualys target-sqlite (once per cache directory)")
     meltano_install(meltano, sys_dir, ["tap-qualys", "target-sqlite"], work / "install.log")
     tap = meltano_plugin_executable(sys_dir, "extractors", "tap-qualys")
-    target = meltano_plugin_executable(sys_dir, "loaders", "target-sqlite")
+    target = meltano_plugin_executable(sys_dir, "loaders", "target-sqlite", "target-qualys-sqlite")
     row = Row(
         "3",
         "End to end: `meltano run` wall vs the same plain pipe",

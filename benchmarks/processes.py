@@ -18,7 +18,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TAP = BIN / "tap-qualys"
-TARGET_SQLITE = BIN / "target-sqlite"
+TARGET_SQLITE = BIN / "target-qualys-sqlite"
 
 
 class BenchmarkError(RuntimeError):
@@ -189,14 +189,21 @@ def meltano_env(sys_dir: Path) -> dict[str, str]:
 
 
 def meltano_install(meltano: Path, sys_dir: Path, plugins: Sequence[str], log: Path) -> None:
-    """`meltano install --clean`, again only when meltano.yml or pyproject.toml has changed.
+    """`meltano install --clean`, again only when meltano.yml or a pyproject.toml has changed.
 
-    The plugins are `pip_url: -e .` editable, so a code change needs no reinstall; a change to
+    The plugins are `pip_url: -e ...` editable, so a code change needs no reinstall; a change to
     how they are installed (meltano.yml's `env:`, say) or to their dependencies does, and only a
     clean one: uv leaves the packages it already has as they are (uncompiled, for one).
     """
     recipe = hashlib.sha256(
-        b"".join((REPO / name).read_bytes() for name in ("meltano.yml", "pyproject.toml"))
+        b"".join(
+            (REPO / name).read_bytes()
+            for name in (
+                "meltano.yml",
+                "pyproject.toml",
+                "packages/target-qualys-sqlite/pyproject.toml",
+            )
+        )
     ).hexdigest()[:16]
     marker = sys_dir / f"installed-{'-'.join(plugins)}"
     if marker.exists() and marker.read_text() == recipe:
@@ -206,8 +213,9 @@ def meltano_install(meltano: Path, sys_dir: Path, plugins: Sequence[str], log: P
     marker.write_text(recipe)
 
 
-def meltano_plugin_executable(sys_dir: Path, kind: str, name: str) -> Path:
-    return sys_dir / kind / name / "venv" / "bin" / name
+def meltano_plugin_executable(sys_dir: Path, kind: str, name: str, executable: str = "") -> Path:
+    """The executable Meltano installed for the plugin (its `executable:`, default its name)."""
+    return sys_dir / kind / name / "venv" / "bin" / (executable or name)
 
 
 def pip_url_of(plugin: str) -> str:

@@ -2,16 +2,17 @@
 
 Generates N host_detections records shaped by the tap's own schema (RESULTS text of a few hundred
 bytes, QDS factors as a nested list, big unique ids), pipes them through the real
-``target-sqlite`` executable, then inserts the same rows, pre-flattened, with plain
-``sqlite3.executemany`` into a table of the same shape in WAL mode (same batch size, same
-pragmas). Prints one markdown table. CPU time (user + system) is the headline: on a shared
-machine wall time mostly measures the neighbours.
+``target-qualys-sqlite`` executable (the loader target-sqlite of meltano.yml), then inserts the
+same rows, pre-flattened, with plain ``sqlite3.executemany`` into a table of the same shape in WAL
+mode (same batch size, same pragmas). Prints one markdown table. CPU time (user + system) is the
+headline: on a shared machine wall time mostly measures the neighbours.
 
     python -m benchmarks.target_sqlite [--rows 200000] [--profile] [--baseline DIR]
 
-``--baseline DIR`` also runs another copy of the ``target_sqlite`` package (DIR holds a
-``target_sqlite/`` folder, e.g. ``git archive HEAD target_sqlite | tar -x -C DIR``), interleaved
-with the working tree's, for a before/after table from one run on the same input.
+``--baseline DIR`` also runs another copy of the ``target_qualys_sqlite`` package (DIR holds a
+``target_qualys_sqlite/`` folder, e.g. ``git archive HEAD:packages/target-qualys-sqlite
+target_qualys_sqlite | tar -x -C DIR``), interleaved with the working tree's, for a before/after
+table from one run on the same input.
 """
 
 from __future__ import annotations
@@ -118,12 +119,13 @@ def run_target(
 ) -> Timing:
     """Timing of the real executable, interpreter startup included.
 
-    ``package_dir``, if given, is put first on PYTHONPATH so its ``target_sqlite`` is the one run.
+    ``package_dir``, if given, is put first on PYTHONPATH so its ``target_qualys_sqlite`` is the one
+    run.
     """
     config = database.with_suffix(".json")
     settings = {"database": str(database), "batch_size_rows": BATCH_ROWS}
     config.write_text(json.dumps({**settings, "validate_records": validate}))
-    exe = Path(sys.executable).parent / "target-sqlite"
+    exe = Path(sys.executable).parent / "target-qualys-sqlite"
     env = dict(os.environ)
     if package_dir is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_dir), env.get("PYTHONPATH")]))
@@ -146,7 +148,7 @@ def run_target(
 
 def profile_target(messages: Path, database: Path) -> None:
     """Run the target in-process under cProfile and print the top of the profile."""
-    from target_sqlite.target import TargetSQLite  # noqa: PLC0415
+    from target_qualys_sqlite.target import TargetSQLite  # noqa: PLC0415
 
     target = TargetSQLite(config={"database": str(database), "batch_size_rows": BATCH_ROWS})
     profiler = cProfile.Profile()
@@ -246,7 +248,7 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         type=Path,
-        help="directory holding another target_sqlite package to run as well, for before/after",
+        help="directory holding another target_qualys_sqlite package, run as well for before/after",
     )
     args = parser.parse_args()
     print(run(args.rows, profile=args.profile, baseline=args.baseline).markdown())

@@ -21,13 +21,16 @@ echo "==> Installing Meltano into .venv-meltano"
 .venv-meltano/bin/uv pip install --quiet --python .venv-meltano/bin/python -r requirements/meltano.txt
 MELTANO=.venv-meltano/bin/meltano
 
-echo "==> meltano install (tap-qualys and target-sqlite from this repository)"
+echo "==> meltano install (tap-qualys and target-sqlite from this repository: . and packages/target-qualys-sqlite)"
 "$MELTANO" install tap-qualys target-sqlite
 
 echo "==> Starting the Qualys simulator ($DEMO_HOSTS hosts)"
 workdir=$(mktemp -d)
-# The simulator uses only the standard library: no install needed, any Python 3.10+ runs it.
-"$PYTHON" -m qualys_simulator --port 0 --hosts "$DEMO_HOSTS" --seed 7 >"$workdir/simulator.out" 2>"$workdir/simulator.err" &
+# The simulator (packages/qualys-simulator) uses only the standard library: no install needed, any
+# Python 3.10+ runs it from its folder. Its output files exist before the wait loop reads them (the
+# background job may open them later).
+: >"$workdir/simulator.out"
+PYTHONPATH=packages/qualys-simulator "$PYTHON" -m qualys_simulator --port 0 --hosts "$DEMO_HOSTS" --seed 7 >"$workdir/simulator.out" 2>"$workdir/simulator.err" &
 simulator_pid=$!
 trap 'kill "$simulator_pid" 2>/dev/null || true; wait "$simulator_pid" 2>/dev/null || true; rm -rf "$workdir"' EXIT
 url=""

@@ -89,7 +89,7 @@ def find_executable(executable: str) -> str:
     if found is None:
         raise SystemExit(
             f"{executable} not found beside {sys.executable}, in .venv/bin or on PATH: "
-            f"install the project (pip install -e '.[dev]') or run .venv/bin/python {SCRIPT}"
+            f"install the project (uv sync --all-groups) or run .venv/bin/python {SCRIPT}"
         )
     return found
 
@@ -278,7 +278,7 @@ def main() -> int:
         "--meltano-yml", type=Path, default=MELTANO_YML, help="the project file (meltano.yml)"
     )
     args = parser.parse_args()
-    tap, target = about("tap-qualys"), about("target-sqlite")
+    tap, target = about("tap-qualys"), about("target-qualys-sqlite")
     meltano_yml: Path = args.meltano_yml.resolve()
     wanted = generated_keys(tap, target, discovered_catalog())
     hub = render_hub_definition(tap)

@@ -1,4 +1,4 @@
-"""A bucket on a local S3 server (moto_server from the dev extras), to try target-s3 offline.
+"""A bucket on a local S3 server (moto_server, from the dev group), to try target-s3 offline.
 
     python scripts/local_s3.py create BUCKET   # waits for the server, then creates BUCKET
     python scripts/local_s3.py list BUCKET     # prints each object's key and size

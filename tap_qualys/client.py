@@ -138,6 +138,7 @@ class RecordSpool:
         self._file.close()
 
 
+@t.final
 class EncodedRecord:
     """A RECORD message already serialised, standing in for the record in the SDK's loop.
 
@@ -403,9 +404,12 @@ class QualysVMStream(QualysStream[int | None]):
         return all(self.mask.values())
 
     @override
-    def _generate_record_messages(self, record: Record) -> Generator[RecordMessage, None, None]:
+    def _generate_record_messages(
+        self, record: Record | EncodedRecord
+    ) -> Generator[RecordMessage, None, None]:
         if type(record) is EncodedRecord:
-            yield record  # written as it is by tap.SingerWriter
+            # Stands in for its RECORD message: tap.SingerWriter writes its line as it is.
+            yield t.cast("RecordMessage", record)
             return
         # The SDK walks each record against the catalog's selection mask to drop deselected
         # properties, a tenth of the tap's CPU on detections. A record here holds only schema

@@ -267,7 +267,7 @@ class RetryPolicy:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
         if verdict.kind is Kind.RATE_LIMIT and verdict.wait is not None:
             return verdict.wait
-        backoff = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        backoff = min(self.backoff_max, self.backoff_base * 2.0 ** (attempt - 1))
         if verdict.wait is not None:  # Retry-After on a 429/503
             backoff = max(backoff, verdict.wait)
         # Jitter in [0.5, 1.0) of the backoff, so parallel workers that hit the same 409 do

@@ -462,15 +462,19 @@ class SingerWriter(MsgSpecWriter):
     """
 
     @override
-    def write_message(self, message: Message) -> None:
-        encoded = type(message) is EncodedRecord
-        line = message.line if encoded else self.format_message(message)  # type: ignore[attr-defined]
+    def write_message(self, message: Message | EncodedRecord) -> None:
+        line: bytes | bytearray
+        if type(message) is EncodedRecord:
+            line, flush = message.line, False
+        else:
+            line = self.format_message(message)
+            flush = message.type is not SingerMessageType.RECORD
         stdout = sys.stdout
         if (binary := getattr(stdout, "buffer", None)) is not None:
             binary.write(line)
         else:
             stdout.write(line.decode())
-        if not encoded and message.type is not SingerMessageType.RECORD:
+        if flush:
             stdout.flush()
 
 

@@ -99,10 +99,10 @@ def test_bundled_target_sqlite_declaration() -> None:
     target = plugin("loaders", "target-sqlite")
     assert (target["namespace"], target["pip_url"], target["executable"]) == (
         "target_sqlite",
-        "-e .",
-        "target-sqlite",
+        "-e packages/target-qualys-sqlite",
+        "target-qualys-sqlite",
     )
-    assert_settings_mirror(target["settings"], plugin_about("target-sqlite"))
+    assert_settings_mirror(target["settings"], plugin_about("target-qualys-sqlite"))
 
 
 def test_secrets_are_sensitive_everywhere() -> None:
@@ -227,7 +227,7 @@ def test_every_setting_kind_from_the_environment_reaches_the_plugin(
     # The plugin's own parsing and validation, as in a run: the config file Meltano writes.
     module, cls = {
         "tap-qualys": ("tap_qualys.tap", "TapQualys"),
-        "target-sqlite": ("target_sqlite.target", "TargetSQLite"),
+        "target-sqlite": ("target_qualys_sqlite.target", "TargetSQLite"),
     }[plugin_name]
     check = (
         f"import json, sys; from {module} import {cls}; "
@@ -328,7 +328,7 @@ def test_plugins_read_number_strings_and_name_a_bad_one() -> None:
     from singer_sdk.exceptions import ConfigValidationError  # noqa: PLC0415
 
     from tap_qualys.tap import TapQualys  # noqa: PLC0415
-    from target_sqlite.target import TargetSQLite  # noqa: PLC0415
+    from target_qualys_sqlite.target import TargetSQLite  # noqa: PLC0415
 
     credentials = {"username": "qa_user", "password": "secret"}
     tap = TapQualys(config={**credentials, "retry_backoff_seconds": "0.5"})

@@ -31,7 +31,11 @@ from tests.e2e.loaded import STREAMS, compare_stream, sqlite_rows
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
 TAP = str(BIN / "tap-qualys") if (BIN / "tap-qualys").exists() else "tap-qualys"
-TARGET = str(BIN / "target-sqlite") if (BIN / "target-sqlite").exists() else "target-sqlite"
+TARGET = (
+    str(BIN / "target-qualys-sqlite")
+    if (BIN / "target-qualys-sqlite").exists()
+    else "target-qualys-sqlite"
+)
 
 #: Recognizable credentials: every byte any run writes is searched for them (scenario 6).
 USERNAME = "qa_sim_user"  # third character `_`: US_01

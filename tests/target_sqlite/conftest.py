@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from target_sqlite.target import TargetSQLite
+from target_qualys_sqlite.target import TargetSQLite
 
-EXECUTABLE = Path(sys.executable).parent / "target-sqlite"
+EXECUTABLE = Path(sys.executable).parent / "target-qualys-sqlite"
 
 DETECTION_PROPERTIES: dict[str, Any] = {
     "unique_vuln_id": {"type": "integer"},

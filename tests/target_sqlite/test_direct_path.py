@@ -20,8 +20,8 @@ from singer_sdk.sinks.batch import BatchSink
 from singer_sdk.sinks.core import Sink
 from singer_sdk.target_base import Target
 
-from target_sqlite.errors import TargetSQLiteError
-from target_sqlite.target import TargetSQLite
+from target_qualys_sqlite.errors import TargetSQLiteError
+from target_qualys_sqlite.target import TargetSQLite
 from tests.target_sqlite.conftest import (
     DETECTION_PROPERTIES,
     detection,

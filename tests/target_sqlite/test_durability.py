@@ -47,7 +47,7 @@ def test_state_is_written_by_a_connection_that_commits_durably(
         finally:
             conn.close()
 
-    from target_sqlite.target import TargetSQLite  # noqa: PLC0415
+    from target_qualys_sqlite.target import TargetSQLite  # noqa: PLC0415
 
     original = TargetSQLite._write_state_message
 

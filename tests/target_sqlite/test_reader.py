@@ -9,7 +9,7 @@ import pytest
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-from target_sqlite.reader import MsgspecSingerReader
+from target_qualys_sqlite.reader import MsgspecSingerReader
 
 LINES = b"".join(
     [

@@ -11,10 +11,10 @@ import msgspec
 import pytest
 from singer_sdk.exceptions import InvalidRecord, MissingKeyPropertiesError
 
-from target_sqlite.errors import TargetSQLiteError
-from target_sqlite.rows import compile_row_decoder, json_text
-from target_sqlite.target import TargetSQLite
-from target_sqlite.validation import CompiledSchemaValidator
+from target_qualys_sqlite.errors import TargetSQLiteError
+from target_qualys_sqlite.rows import compile_row_decoder, json_text
+from target_qualys_sqlite.target import TargetSQLite
+from target_qualys_sqlite.validation import CompiledSchemaValidator
 from tests.target_sqlite.conftest import (
     detection,
     dump_database,

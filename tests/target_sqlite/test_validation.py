@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from singer_sdk.exceptions import InvalidRecord
 
-from target_sqlite.validation import CompiledSchemaValidator, compile_check
+from target_qualys_sqlite.validation import CompiledSchemaValidator, compile_check
 
 SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",

@@ -12,10 +12,10 @@ import sqlalchemy.exc
 from singer_sdk.exceptions import InvalidJSONSchema, InvalidRecord
 from singer_sdk.sql import SQLSink
 
-from target_sqlite.connector import SQLiteConnector
-from target_sqlite.errors import TargetSQLiteError, explain_sqlite_error
-from target_sqlite.rows import RowDecoder, compile_row_decoder, json_text
-from target_sqlite.validation import CompiledSchemaValidator
+from target_qualys_sqlite.connector import SQLiteConnector
+from target_qualys_sqlite.errors import TargetSQLiteError, explain_sqlite_error
+from target_qualys_sqlite.rows import RowDecoder, compile_row_decoder, json_text
+from target_qualys_sqlite.validation import CompiledSchemaValidator
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -35,7 +35,7 @@ def _to_real(value: t.Any) -> t.Any:
     return float(value) if isinstance(value, decimal.Decimal) else value
 
 
-def _types_of(schema: dict) -> set[str]:
+def _types_of(schema: dict[str, t.Any]) -> set[str]:
     types = schema.get("type", [])
     found = {types} if isinstance(types, str) else set(types)
     for sub in schema.get("anyOf", []):
@@ -55,7 +55,7 @@ class SQLiteSink(SQLSink[SQLiteConnector]):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self._validate_batch_files = False
         super().__init__(*args, **kwargs)
-        properties: dict[str, dict] = self.schema["properties"]
+        properties: dict[str, dict[str, t.Any]] = self.schema["properties"]
         self._source_keys: list[str] = list(properties)
         self._columns: list[str] = [self.conform_name(k, "column") for k in properties]
         self._get_all: Callable[[dict[str, t.Any]], tuple[t.Any, ...]] = (
@@ -104,7 +104,7 @@ class SQLiteSink(SQLSink[SQLiteConnector]):
 
     @override
     @override
-    def _after_process_record(self, context: dict) -> None:
+    def _after_process_record(self, context: dict[str, t.Any]) -> None:
         # The SDK logs the whole context here, and the context holds the pending batch: at
         # DEBUG every record printed every queued record again (output quadratic in the batch
         # size, a gigabyte for a small sync). One short line per record instead.
@@ -112,7 +112,7 @@ class SQLiteSink(SQLSink[SQLiteConnector]):
             "Processed record: %d pending in the batch", len(context.get("records", ()))
         )
 
-    def _validate_and_parse(self, record: dict) -> dict:
+    def _validate_and_parse(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
         # Replaces the SDK's version for two reasons: it logs a full traceback for every invalid
         # record, and it parses date-time strings into datetime objects that we would only format
         # back into the same ISO text. Date-times are still checked by the validator.
@@ -183,7 +183,7 @@ class SQLiteSink(SQLSink[SQLiteConnector]):
     def bulk_insert_records(
         self,
         full_table_name: str | FullyQualifiedName,
-        schema: dict,
+        schema: dict[str, t.Any],
         records: Iterable[dict[str, t.Any]],
     ) -> int | None:
         if self._validate_batch_files:

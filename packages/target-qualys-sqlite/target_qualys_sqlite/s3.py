@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typing as t
 
-from target_sqlite.errors import TargetSQLiteError
+from target_qualys_sqlite.errors import TargetSQLiteError
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
@@ -28,7 +28,10 @@ def upload(path: Path, config: Mapping[str, t.Any]) -> str:
         from boto3.exceptions import Boto3Error  # noqa: PLC0415
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
     except ImportError as exc:
-        msg = "s3_bucket is set but boto3 is not installed: pip install 'tap-qualys[s3]'"
+        msg = (
+            "s3_bucket is set but boto3 is not installed: install target-qualys-sqlite[s3] "
+            "(meltano.yml: pip_url: -e packages/target-qualys-sqlite[s3])"
+        )
         raise TargetSQLiteError(msg) from exc
 
     bucket = config["s3_bucket"]

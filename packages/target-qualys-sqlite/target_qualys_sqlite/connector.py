@@ -52,7 +52,7 @@ class SQLiteJSONSchemaToSQL(JSONSchemaToSQL):
         self.fallback_type = sa.types.TEXT
 
     @override
-    def handle_multiple_types(self, types: Sequence[str]) -> sa.types.TypeEngine:
+    def handle_multiple_types(self, types: Sequence[str]) -> sa.types.TypeEngine[t.Any]:
         return sa.types.TEXT()
 
 
@@ -72,7 +72,9 @@ class SQLiteConnector(SQLConnector):
     allow_temp_tables = False
     jsonschema_to_sql_converter = SQLiteJSONSchemaToSQL
 
-    def __init__(self, config: dict | None = None, database_path: str | None = None) -> None:
+    def __init__(
+        self, config: dict[str, t.Any] | None = None, database_path: str | None = None
+    ) -> None:
         config = config or {}
         self.database_path = str(database_path or config.get("database", "output/qualys.db"))
         super().__init__(config, sqlalchemy_url=f"sqlite:///{self.database_path}")
@@ -120,7 +122,7 @@ class SQLiteConnector(SQLConnector):
         self,
         full_table_name: str | FullyQualifiedName,
         column_name: str,
-        sql_type: sa.types.TypeEngine,
+        sql_type: sa.types.TypeEngine[t.Any],
     ) -> None:
         # Only ADD COLUMN: an existing column takes any value, so type changes need no DDL.
         if not self.column_exists(full_table_name, column_name):

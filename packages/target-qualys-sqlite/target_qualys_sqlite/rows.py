@@ -20,7 +20,11 @@ import typing as t
 
 import msgspec
 
-from target_sqlite.validation import ANNOTATIONS, compile_check
+from target_qualys_sqlite.validation import ANNOTATIONS, compile_check
+
+Row: t.TypeAlias = tuple[t.Any, ...]
+"""A table row, or the fields of a decoded record (``msgspec.structs.astuple``)."""
+Convert: t.TypeAlias = t.Callable[[Row], Row | None]
 
 # Decimals (from BATCH files, parsed by the SDK) are written as JSON numbers, not strings.
 _json_encoder = msgspec.json.Encoder(decimal_format="number")
@@ -56,7 +60,7 @@ def _type_names(schema: t.Any) -> list[str] | None:
     return names
 
 
-def _in_subset(schema: dict) -> bool:
+def _in_subset(schema: dict[str, t.Any]) -> bool:
     """Whether the record schema's own keywords are ones the typed decoding handles."""
     properties = schema.get("properties")
     return (
@@ -73,16 +77,14 @@ def _in_subset(schema: dict) -> bool:
 class RowDecoder:
     """A stream's record type and the conversion of a decoded record into its table row."""
 
-    def __init__(
-        self, record_type: type[msgspec.Struct], convert: t.Callable[[tuple], tuple | None]
-    ) -> None:
+    def __init__(self, record_type: type[msgspec.Struct], convert: Convert) -> None:
         self.record_type = record_type
         """The msgspec Struct a record of the stream decodes into, typed from its schema."""
         self.convert = convert
         """Struct fields (``msgspec.structs.astuple``) -> row, or None for the generic path."""
         self._decode = msgspec.json.Decoder(record_type).decode
 
-    def row(self, payload: bytes | str) -> tuple | None:
+    def row(self, payload: bytes | str) -> Row | None:
         """The row of a record's JSON, or None if the generic path must handle the record."""
         try:
             record = self._decode(payload)
@@ -92,7 +94,7 @@ class RowDecoder:
 
 
 def compile_row_decoder(
-    schema: dict, key_properties: t.Sequence[str], *, validate: bool
+    schema: dict[str, t.Any], key_properties: t.Sequence[str], *, validate: bool
 ) -> RowDecoder | None:
     """A RowDecoder for the schema, or None if the schema is outside the subset handled here.
 
@@ -175,5 +177,5 @@ def compile_row_decoder(
         forbid_unknown_fields=additional is False,
         gc=False,
     )
-    exec(compile("\n".join(lines), "<target_sqlite.rows>", "exec"), namespace)  # noqa: S102
+    exec(compile("\n".join(lines), "<target_qualys_sqlite.rows>", "exec"), namespace)  # noqa: S102
     return RowDecoder(record_type, namespace["convert"])

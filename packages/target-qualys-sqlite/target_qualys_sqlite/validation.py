@@ -80,7 +80,7 @@ class _Compiler:
         return name
 
     @staticmethod
-    def _classes(schema: dict) -> frozenset[type] | None:
+    def _classes(schema: dict[str, t.Any]) -> frozenset[type] | None:
         if not isinstance(schema, dict) or not set(schema) <= ANNOTATIONS | _HANDLED:
             return None
         types = schema.get("type")
@@ -89,7 +89,7 @@ class _Compiler:
             return None
         return frozenset(tp for n in names for tp in _PY_TYPES[n])
 
-    def function(self, schema: dict) -> str | None:
+    def function(self, schema: dict[str, t.Any]) -> str | None:
         """Name of a generated ``(value) -> bool``, or None if the schema is outside the subset."""
         classes = self._classes(schema)
         if classes is None:
@@ -116,7 +116,7 @@ class _Compiler:
         self.lines += [f"def {name}(v):", *body, "    return True", ""]
         return name
 
-    def _object_checks(self, schema: dict, var: str) -> list[str] | None:
+    def _object_checks(self, schema: dict[str, t.Any], var: str) -> list[str] | None:
         additional = schema.get("additionalProperties", True)
         if additional not in (True, False):
             return None
@@ -149,18 +149,18 @@ class _Compiler:
         return checks
 
 
-def compile_check(schema: dict) -> Check | None:
+def compile_check(schema: dict[str, t.Any]) -> Check | None:
     """A check that is True only for values the schema accepts, or None if unsupported."""
     compiler = _Compiler()
     name = compiler.function(schema)
     if name is None:
         return None
     source = "\n".join(compiler.lines)
-    exec(compile(source, "<target_sqlite.validation>", "exec"), compiler.namespace)  # noqa: S102
+    exec(compile(source, "<target_qualys_sqlite.validation>", "exec"), compiler.namespace)  # noqa: S102
     return t.cast("Check", compiler.namespace[name])
 
 
-def _datetime_fields(schema: dict) -> tuple[str, ...]:
+def _datetime_fields(schema: dict[str, t.Any]) -> tuple[str, ...]:
     """Top-level properties that are ``string``/``date-time``, checked for parseability."""
     return tuple(
         name
@@ -176,7 +176,7 @@ class CompiledSchemaValidator(BaseJSONSchemaValidator):
     parsing would demand); their text is stored unchanged.
     """
 
-    def __init__(self, schema: dict) -> None:
+    def __init__(self, schema: dict[str, t.Any]) -> None:
         super().__init__(schema)
         # Also checks the schema itself (InvalidJSONSchema on a broken schema).
         self._full = JSONSchemaValidator(schema)

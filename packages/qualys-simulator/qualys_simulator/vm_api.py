@@ -68,7 +68,7 @@ class HostFilter:
         self.v = values
         self.now = now
         self.ids: list[tuple[int, int]] | None = values.get("ids")  # type: ignore[assignment]
-        self.id_min = int(values.get("id_min", 0))  # type: ignore[call-overload]
+        self.id_min: int = int(values.get("id_min", 0))  # type: ignore[call-overload]
         self.id_max = values.get("id_max")
         self.by_name = values.get("tag_set_by") == "name"
         self.include = _tag_set(values, "tag_set_include")

@@ -27,13 +27,13 @@ from singer_sdk.sinks.core import Sink
 from singer_sdk.sql import SQLTarget
 from singer_sdk.target_base import Target
 
-from tap_qualys.meltano_numbers import numbers_from_strings
-from target_sqlite import s3, snapshot
-from target_sqlite.connector import DEFAULT_BUSY_TIMEOUT_SECONDS, SQLiteConnector
-from target_sqlite.errors import Interrupted, TargetSQLiteError, explain_sqlite_error
-from target_sqlite.reader import MsgspecSingerReader
-from target_sqlite.rows import RowDecoder
-from target_sqlite.sink import SQLiteSink
+from target_qualys_sqlite import s3, snapshot
+from target_qualys_sqlite.connector import DEFAULT_BUSY_TIMEOUT_SECONDS, SQLiteConnector
+from target_qualys_sqlite.errors import Interrupted, TargetSQLiteError, explain_sqlite_error
+from target_qualys_sqlite.meltano_numbers import numbers_from_strings
+from target_qualys_sqlite.reader import MsgspecSingerReader
+from target_qualys_sqlite.rows import Convert, RowDecoder
+from target_qualys_sqlite.sink import SQLiteSink
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -55,9 +55,12 @@ class _UnroutedRecord(msgspec.Struct, tag_field="stream", tag=""):
 class TargetSQLite(SQLTarget):
     """Loads Singer streams into a SQLite database, upserting on each stream's key properties."""
 
+    # The plugin's name in meltano.yml (and so its TARGET_SQLITE_* settings), its logs and
+    # --about; the distribution and executable are target-qualys-sqlite (PyPI's target-sqlite is
+    # another loader).
     name = "target-sqlite"
-    # Bundled in the tap-qualys distribution: the SDK reads the version from there.
-    package_name = "tap-qualys"
+    # The SDK reads the version from this distribution.
+    package_name = "target-qualys-sqlite"
     default_sink_class = SQLiteSink
     # Class defaults: the SDK installs the signal handler before __init__ returns.
     _interrupted = False
@@ -193,15 +196,15 @@ class TargetSQLite(SQLTarget):
         # make them queue on the write lock.
         self.max_parallelism = 1
         self._snapshot: snapshot.Snapshot | None = None
-        self._held_state: dict | None = None
+        self._held_state: dict[str, t.Any] | None = None
         self._finished = False
         # Streams whose RECORD messages take the direct path: stream name -> (sink, batch size).
         self._direct_sinks: dict[str, tuple[Sink, int]] = {}
         # Of those, the streams whose RECORD lines are decoded straight into rows: the type each
         # such line decodes into -> (sink, batch size, struct fields -> row). See
         # _take_record_line.
-        self._line_takers: dict[type, tuple[Sink, int, t.Callable[[tuple], tuple | None]]] = {}
-        self._line_decoder: msgspec.json.Decoder | None = None
+        self._line_takers: dict[type, tuple[Sink, int, Convert]] = {}
+        self._line_decoder: msgspec.json.Decoder[t.Any] | None = None
 
     @property
     def database(self) -> Path:
@@ -249,8 +252,8 @@ class TargetSQLite(SQLTarget):
         self,
         stream_name: str,
         *,
-        record: dict | None = None,
-        schema: dict | None = None,
+        record: dict[str, t.Any] | None = None,
+        schema: dict[str, t.Any] | None = None,
         key_properties: t.Sequence[str] | None = None,
     ) -> Sink:
         # The SDK drains a replaced sink only at the next full drain, possibly after the new sink
@@ -262,7 +265,7 @@ class TargetSQLite(SQLTarget):
         )
 
     @override
-    def _process_schema_message(self, message_dict: dict) -> None:
+    def _process_schema_message(self, message_dict: dict[str, t.Any]) -> None:
         super()._process_schema_message(message_dict)
         # Sinks and stream maps change only here, so this is where the direct path is re-decided.
         self._direct_sinks = {}
@@ -318,7 +321,7 @@ class TargetSQLite(SQLTarget):
         return sink
 
     @override
-    def _process_record_message(self, message_dict: dict) -> None:
+    def _process_record_message(self, message_dict: dict[str, t.Any]) -> None:
         # The SDK's generic dispatch (a copy of every record for the stream maps, sink look-ups
         # done twice, config and property reads per record) was the largest per-record cost left
         # besides parsing, validating and inserting (see benchmarks/target_sqlite.py). For a
@@ -383,7 +386,7 @@ class TargetSQLite(SQLTarget):
             self._handle_max_record_age()
 
     @override
-    def _process_state_message(self, message_dict: dict) -> None:
+    def _process_state_message(self, message_dict: dict[str, t.Any]) -> None:
         # The SDK emits STATE only when every sink drains: at the end of the input or after
         # _MAX_RECORD_AGE_IN_MINUTES. Draining on a new STATE (at most every
         # state_checkpoint_seconds) makes each bookmark durable soon after the tap sends it.
@@ -396,7 +399,7 @@ class TargetSQLite(SQLTarget):
             self.drain_all()
 
     @override
-    def _write_state_message(self, state: dict) -> None:
+    def _write_state_message(self, state: dict[str, t.Any]) -> None:
         # In point-in-time mode the data behind a STATE lives in the unpublished snapshot; if the
         # run failed after emitting it, the next run would resume from it against the old latest
         # and skip data. So STATE is held back until the snapshot is published.
