@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
-import sys
 import typing as t
+from datetime import datetime, timezone
 
 import pytest
 import requests
@@ -17,14 +18,15 @@ from tap_qualys.retries import FailedAttempt, QualysAPIError
 from tap_qualys.streams.csam import CsamAssetPaginator, CsamPage, read_csam_page
 from tests.gateway_support import (
     JWT_PATTERN,
-    catalog,
     epoch_ms_to_iso,
     gateway_config,
+    inject,
     keyed,
     merged,
     parse_messages,
+    run_cli,
     run_tap,
-    write_json,
+    tap_command,
 )
 
 if t.TYPE_CHECKING:
@@ -245,15 +247,7 @@ def test_crash_mid_paging_resumes_at_the_last_full_page(world: Simulator, tmp_pa
     """Kill the tap after its second page; the next run starts after that page, not at 0."""
     config = gateway_config(world, csam_page_size=5)
     world.configure(record_delay_sec=0.05)  # about 0.25 s per page: time to kill it mid-way
-    command = [
-        sys.executable,
-        "-m",
-        "tap_qualys",
-        "--config",
-        write_json(tmp_path / "config.json", config),
-        "--catalog",
-        write_json(tmp_path / "catalog.json", catalog(config, ["csam_assets"])),
-    ]
+    command = tap_command(tmp_path, config, ["csam_assets"])
     before: list[str] = []
     resume_state: dict[str, t.Any] | None = None
     resume_points = 0
@@ -305,6 +299,75 @@ def test_resume_point_of_another_query_is_ignored(world: Simulator) -> None:
     assert len(records["csam_assets"]) == len(world.ground_truth("csam_assets"))
 
 
+def sim_now(sim: Simulator) -> datetime:
+    now = sim.admin_get("/admin/clock")["now"]
+    return datetime.fromisoformat(now.replace("Z", "+00:00"))
+
+
+def as_moment(value: str) -> datetime:
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def test_resumed_csam_run_rereads_changes_below_its_resume_point() -> None:
+    """Crash after page 2, assets change, the run resumes: the next run still sees every change.
+
+    Before the fix the resumed run's bookmark moved to the newest change it read (above the
+    resume point), so changes made to assets below the resume point were never read.
+    """
+    with Simulator(hosts=100, seed=5) as sim:
+        config = gateway_config(sim, csam_page_size=50)
+        # The crash: the state a run leaves after its second page.
+        _, states = run_tap(config, ["csam_assets"])
+        crash = copy.deepcopy(
+            [s for s in states if s["bookmarks"].get("csam_assets", {}).get("resume")][1]
+        )
+        resume = crash["bookmarks"]["csam_assets"]["resume"]
+        assert resume["started"]  # the interrupted run's start is kept with the resume point
+        # The simulated clock runs weeks behind this machine's; in production the run's start
+        # and Qualys' dates share one clock. Put the crash on the simulated clock.
+        crashed_at = sim_now(sim)
+        resume["started"] = crashed_at.isoformat()
+        resume_after = resume["lastSeenAssetId"]
+
+        sim.advance(86400)
+        changed = {
+            a["assetId"]
+            for a in sim.ground_truth("csam_assets")
+            if as_moment(a["lastModifiedDate"]) > crashed_at
+        }
+        below = {a for a in changed if a <= resume_after}
+        assert below, "the advance should change assets below the resume point"
+
+        resumed, states = run_tap(config, ["csam_assets"], state=crash)
+        assert min(a["assetId"] for a in resumed["csam_assets"]) > resume_after
+        final = states[-1]
+        bookmark = final["bookmarks"]["csam_assets"]["replication_key_value"]
+        assert "resume" not in final["bookmarks"]["csam_assets"]
+        assert as_moment(bookmark) <= crashed_at
+
+        after, _ = run_tap(config, ["csam_assets"], state=final)
+        assert below <= {a["assetId"] for a in after["csam_assets"]}
+
+
+def test_repeated_resumes_keep_the_first_runs_start() -> None:
+    with Simulator(hosts=20, seed=3) as sim:
+        config = gateway_config(sim, csam_page_size=5)
+        _, states = run_tap(config, ["csam_assets"])
+        crash = copy.deepcopy(
+            next(s for s in states if s["bookmarks"].get("csam_assets", {}).get("resume"))
+        )
+        crash["bookmarks"]["csam_assets"]["resume"]["started"] = "2026-10-01T00:00:00+00:00"
+        _, states = run_tap(config, ["csam_assets"], state=crash)
+        points = [
+            s["bookmarks"]["csam_assets"]["resume"]
+            for s in states
+            if s["bookmarks"].get("csam_assets", {}).get("resume")
+        ]
+        assert points
+        assert {p["started"] for p in points} == {"2026-10-01T00:00:00+00:00"}
+
+
 @pytest.mark.parametrize("fault", ["error_200", "truncated_200", "drop", "http_503"])
 def test_transient_failures_are_retried(world: Simulator, fault: str) -> None:
     world.configure(faults={fault: 1.0}, fault_budget={fault: 2}, fault_endpoints=["csam_search"])
@@ -324,12 +387,39 @@ def test_persistent_invalid_json_is_one_clear_error(world: Simulator) -> None:
         with pytest.raises(QualysAPIError) as caught:
             run_tap(gateway_config(world, max_retries=1), ["csam_assets"])
     finally:
-        world.configure(faults={}, fault_endpoints=[])
+        # An empty ``faults`` changes no probability: set this one back to 0 for the next tests.
+        world.configure(faults={"truncated_200": 0}, fault_endpoints=[])
     message = str(caught.value)
     assert message.startswith("csam_assets: POST /rest/2.0/search/am/asset failed after 2 attempts")
     assert "invalid JSON from the gateway" in message
     assert "\n" not in message
     assert not JWT_PATTERN.search(message)
+
+
+def test_non_numeric_last_seen_asset_id_is_retried_then_one_line(
+    world: Simulator, tmp_path: Path
+) -> None:
+    page = {
+        "responseCode": "SUCCESS",
+        "count": 0,
+        "hasMore": 1,
+        "lastSeenAssetId": "12x",
+        "assetListData": {"asset": []},
+    }
+    config = gateway_config(world, max_retries=1)
+    inject(world, "csam_search", page, times=2)
+    with pytest.raises(QualysAPIError) as caught:
+        run_tap(config, ["csam_assets"])
+    message = str(caught.value)
+    assert "csam_assets" in message
+    assert "failed after 2 attempts: lastSeenAssetId '12x' is not a number" in message
+    assert "\n" not in message
+    # Retried once, then the one line, no traceback, exit code 1.
+    inject(world, "csam_search", page, times=2)
+    result = run_cli(tmp_path, config, ["csam_assets"])
+    assert result.returncode == 1
+    assert "lastSeenAssetId '12x' is not a number" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def _spend_gateway_window(sim: Simulator, calls: int) -> None:

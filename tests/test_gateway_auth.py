@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 import threading
 import typing as t
 
@@ -27,12 +26,11 @@ from tests.gateway_support import (
     GATEWAY_STREAMS,
     JWT_PATTERN,
     PCRS_STREAMS,
-    catalog,
     gateway_config,
     keyed,
     parse_messages,
     run_tap,
-    write_json,
+    tap_command,
 )
 
 if t.TYPE_CHECKING:
@@ -183,15 +181,7 @@ def test_token_never_appears_in_output(own_sim: Simulator, tmp_path: Path) -> No
     """Logs, STATE and error lines of a run that refreshes on 401 and then fails."""
     own_sim.configure(token_lifetime_sec=1.0, record_delay_sec=0.002)
     config = gateway_config(own_sim, token_refresh_margin=0, pcrs_batch_size=5, max_retries=0)
-    command = [
-        sys.executable,
-        "-m",
-        "tap_qualys",
-        "--config",
-        write_json(tmp_path / "config.json", config),
-        "--catalog",
-        write_json(tmp_path / "catalog.json", catalog(config, GATEWAY_STREAMS)),
-    ]
+    command = tap_command(tmp_path, config, GATEWAY_STREAMS)
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     records, states = parse_messages(done.stdout)
     assert records["pcrs_posture_info"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sqlite3
 import typing as t
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -13,13 +15,14 @@ from qualys_simulator.testing import Simulator
 from tap_qualys.retries import Kind, QualysAPIError, classify_gateway_response
 from tap_qualys.streams.pcrs import (
     CONTROLS_VIEW_SQL,
+    PcrsPoliciesStream,
     PcrsPolicyHostIdsStream,
     PcrsPostureInfoStream,
     read_host_ids,
     read_postures,
 )
 from tap_qualys.tap import TapQualys
-from tests.gateway_support import PCRS_STREAMS, gateway_config, keyed, merged, run_tap
+from tests.gateway_support import PCRS_STREAMS, gateway_config, inject, keyed, merged, run_tap
 
 POSTURE_DATES = (
     "firstFailDate",
@@ -155,11 +158,64 @@ def test_incremental_after_reevaluation(world: Simulator) -> None:
     assert_matches_truth(union, world)
 
 
+def test_pcrs_window_overlaps_the_previous_one(
+    world: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[tuple[str, dict[str, t.Any]]] = []
+    real = PcrsPoliciesStream.gateway_call
+
+    def spy(self: t.Any, path: str, parse: t.Any, **kwargs: t.Any) -> t.Any:
+        sent.append((path, dict(kwargs.get("params") or {})))
+        return real(self, path, parse, **kwargs)
+
+    monkeypatch.setattr(PcrsPoliciesStream, "gateway_call", spy)
+    monkeypatch.setattr(PcrsPolicyHostIdsStream, "gateway_call", spy)
+    # The newest evaluation as the bookmark: its policy is listed again within the overlap.
+    newest = max(p["lastEvaluatedDate"] for p in world.ground_truth("pcrs_policies"))
+    moment = datetime.fromisoformat(newest.replace("Z", "+00:00")).replace(microsecond=0)
+    bookmark = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    overlapped = (moment - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    state = {
+        "bookmarks": {
+            "pcrs_policies": {
+                "replication_key": "lastEvaluatedDate",
+                "replication_key_value": bookmark,
+            }
+        }
+    }
+    run_tap(gateway_config(world), PCRS_STREAMS, state=copy.deepcopy(state))
+    windows = {p.get("lastEvaluationDate") or p.get("lastScanDate") for _, p in sent}
+    assert windows == {overlapped}  # 24 hours before the bookmark
+    assert any(path == PcrsPolicyHostIdsStream.path for path, _ in sent)
+
+    sent.clear()
+    run_tap(gateway_config(world, pcrs_overlap_hours=0), PCRS_STREAMS, state=state)
+    assert {p.get("lastEvaluationDate") or p.get("lastScanDate") for _, p in sent} == {bookmark}
+
+
 def test_postures_alone_still_walk_the_parents(world: Simulator) -> None:
     records, _ = run_tap(gateway_config(world), ["pcrs_posture_info"])
     assert set(records) == {"pcrs_posture_info"}
     truth = world.ground_truth("pcrs_posture_info")
     assert keyed(records["pcrs_posture_info"], "id").keys() == {(r["id"],) for r in truth}
+
+
+def test_filtered_host_ids_never_lose_other_hosts_postures(world: Simulator) -> None:
+    config = gateway_config(world)
+    full, _ = run_tap(config, PCRS_STREAMS)
+    per_policy: dict[int, list[int]] = {}
+    for row in full["pcrs_policy_host_ids"]:
+        per_policy.setdefault(row["policyId"], []).append(row["hostId"])
+    # Filter out each policy's *last* host: it carried the policy's postures before the fix.
+    last_hosts = {hosts[-1] for hosts in per_policy.values()}
+    expression = " and ".join(f"hostId != {h}" for h in sorted(last_hosts))
+    filtered, _ = run_tap(
+        {**config, "stream_maps": {"pcrs_policy_host_ids": {"__filter__": expression}}},
+        PCRS_STREAMS,
+    )
+    expected = {p["id"] for p in full["pcrs_posture_info"] if p["hostId"] not in last_hosts}
+    assert expected
+    assert {p["id"] for p in filtered.get("pcrs_posture_info", [])} == expected
 
 
 @pytest.mark.parametrize("fault", ["error_200", "truncated_200", "drop", "http_503"])
@@ -186,6 +242,17 @@ def test_unknown_policy_warns_and_yields_nothing(
         assert list(stream.get_records(context)) == []
     assert "policy 999: Qualys answered" in caplog.text
     assert "does not exist" in caplog.text
+
+
+def test_non_numeric_host_id_is_retried_then_one_line(world: Simulator) -> None:
+    answer = [{"policyId": "1", "subscriptionId": "1", "hostIds": ["123", "12a"]}]
+    inject(world, "pcrs_hostids", answer, times=2)
+    with pytest.raises(QualysAPIError) as caught:
+        run_tap(gateway_config(world, max_retries=1), PCRS_STREAMS)
+    message = str(caught.value)
+    assert message.startswith("pcrs_policy_host_ids: GET /pcrs/5.0/posture/hostids failed")
+    assert "host id '12a' is not a number" in message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import requests
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.singerlib import RecordMessage
 
@@ -25,10 +27,12 @@ from tap_qualys.retries import QualysAPIError
 from tap_qualys.streams.vm import HostDetectionsStream
 from tap_qualys.tap import TapQualys
 from tests.conftest import tap_config
+from tests.gateway_support import inject, run_cli
 
 Records = dict[str, list[dict[str, t.Any]]]
 
 HLD_PATH = "/api/5.0/fo/asset/host/vm/detection/"
+HOST_LIST_PATH = "/api/5.0/fo/asset/host/"
 
 
 VM_STREAMS = ("knowledge_base", "hosts", "host_detections")
@@ -307,6 +311,76 @@ def test_second_run_without_changes_fetches_no_hosts(fresh: Simulator) -> None:
     assert second_states[-1]["bookmarks"]["hosts"] == states[-1]["bookmarks"]["hosts"]
 
 
+def host_ids(sim: Simulator) -> list[int]:
+    return sorted(h["ID"] for h in sim.ground_truth("hosts"))
+
+
+@pytest.mark.parametrize(
+    ("case", "keep"),
+    [
+        # The 5th host closes the first batch of 5: before the fix, that batch was dropped.
+        ("batch boundary", lambda ids: [i for i in ids if i != ids[4]]),
+        # The last host flushes the final batch: filtered, the final batch was dropped.
+        ("last host", lambda ids: ids[:-1]),
+        # Every host after the 7th filtered: the final partial batch has to flush anyway.
+        ("tail filtered", lambda ids: ids[:7]),
+        ("first host", lambda ids: ids[1:]),
+        ("one host kept", lambda ids: ids[9:10]),
+    ],
+)
+def test_filtered_hosts_never_lose_other_hosts_detections(
+    world: Simulator, case: str, keep: t.Callable[[list[int]], list[int]]
+) -> None:
+    """Reviewer's case: batches of 5, a __filter__ on hosts."""
+    ids = host_ids(world)
+    kept = keep(ids)
+    dropped = sorted(set(ids) - set(kept))
+    expression = " and ".join(f"id != {i}" for i in dropped)
+    config = tap_config(world, host_batch_size=5, stream_maps={"hosts": {"__filter__": expression}})
+    records, states = run_tap(config, streams=HOSTS)
+    assert sorted(h["id"] for h in records["hosts"]) == kept, case
+    # A filtered host's detections are not wanted; every other host's are all there.
+    wanted = [d for d in world.ground_truth("host_detections") if d["HOST_ID"] in kept]
+    assert_matches_truth(records.get("host_detections", []), wanted, "host_id", "unique_vuln_id")
+    assert states[-1]["bookmarks"]["hosts"]["vm_processed_after"]
+
+
+def test_detections_include_ignored_and_disabled_by_default(world: Simulator) -> None:
+    params = vm_tap(tap_config(world)).streams["host_detections"].qualys_params(None)
+    assert params["include_ignored"] == 1
+    assert params["include_disabled"] == 1
+    off = tap_config(world, include_ignored=False, include_disabled=False)
+    params = vm_tap(off).streams["host_detections"].qualys_params(None)
+    assert params["include_ignored"] == 0
+    assert params["include_disabled"] == 0
+    # The simulator (like Qualys) accepts both: a sync with them sent is complete.
+    world.reset_stats()
+    records, _ = run_tap(tap_config(world, host_batch_size=7), streams=HOSTS)
+    assert_complete(records, world)
+    assert not [k for k in world.stats()["responses"].get("host_detection", {}) if k != "200"]
+
+
+def test_hosts_carry_trurisk_by_default(world: Simulator) -> None:
+    params = vm_tap(tap_config(world)).streams["hosts"].qualys_params(None)
+    assert params["show_trurisk"] == 1
+    assert params["show_trurisk_factors"] == 1
+    records, _ = run_tap(tap_config(world), streams=["hosts"])
+    hosts = records["hosts"]
+    assert len(hosts) == len(host_ids(world))
+    assert all(isinstance(h["trurisk_score"], int) for h in hosts)
+    assert any(h["trurisk_score_factors"] for h in hosts)
+
+
+def test_show_trurisk_off_for_consultant_subscriptions() -> None:
+    with Simulator(hosts=5, seed=2, consultant=True) as sim:
+        config = tap_config(sim, show_qds=False, show_qds_factors=False, max_retries=0)
+        with pytest.raises(QualysAPIError, match="1901"):
+            run_tap(config, streams=["hosts"])
+        records, _ = run_tap({**config, "show_trurisk": False}, streams=["hosts"])
+        assert len(records["hosts"]) == 5
+        assert all(h["trurisk_score"] is None for h in records["hosts"])
+
+
 def test_truncation_paginator_follows_id_min_and_fails_when_it_cannot() -> None:
     paginator = TruncationPaginator(logging.getLogger("test"))
     base = "https://qualysapi.qualys.com/api/5.0/fo/asset/host/?action=list&details=None"
@@ -332,6 +406,65 @@ def test_truncation_paginator_follows_id_min_and_fails_when_it_cannot() -> None:
     paginator = TruncationPaginator(logging.getLogger("test"))
     paginator.advance(page(None))  # no WARNING: the last page
     assert paginator.finished
+
+
+def host_list_page(sim: Simulator) -> str:
+    """A real truncated Host List page (2 hosts and a WARNING 1980) from the simulator."""
+    response = requests.post(
+        sim.url + HOST_LIST_PATH,
+        data={"action": "list", "truncation_limit": 2, "details": "Basic"},
+        auth=(sim.username, sim.password),
+        headers={"X-Requested-With": "test"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    assert "<WARNING>" in response.text
+    assert re.search(r"id_min=\d+", response.text)
+    return response.text
+
+
+def test_truncation_url_without_id_min_fails_the_stream(world: Simulator, tmp_path: Path) -> None:
+    page = re.sub(r"&id_min=\d+", "&marker_param=zzz", host_list_page(world))
+    config = tap_config(world, max_retries=0)
+    inject(world, "host_list", page.encode(), times=1, content_type="text/xml")
+    with pytest.raises(QualysAPIError, match="next-page URL has no id_min") as caught:
+        run_tap(config, streams=HOSTS)
+    assert str(caught.value).startswith(f"hosts: {HOST_LIST_PATH} failed")
+
+    inject(world, "host_list", page.encode(), times=1, content_type="text/xml")
+    result = run_cli(tmp_path, config, HOSTS)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "marker_param" not in result.stderr  # the URL is not logged
+    _, states = parse_messages(result.stdout)
+    assert not any(s["bookmarks"].get("hosts", {}).get("vm_processed_after") for s in states)
+
+
+def test_truncation_id_min_that_does_not_advance_fails_the_stream(world: Simulator) -> None:
+    page = host_list_page(world)
+    id_min = re.search(r"id_min=(\d+)", page)
+    assert id_min
+    inject(world, "host_list", page.encode(), times=2, content_type="text/xml")
+    with pytest.raises(QualysAPIError, match=f"id_min {id_min[1]} does not advance"):
+        run_tap(tap_config(world, max_retries=0), streams=["hosts"])
+
+
+def test_a_day_long_towait_on_a_good_answer_is_not_slept(world: Simulator, tmp_path: Path) -> None:
+    """A 200 carrying ToWait above the limit: keep the page, do not sleep for a day."""
+    last_page = re.sub(r"<WARNING>.*?</WARNING>", "", host_list_page(world), flags=re.S)
+    inject(
+        world,
+        "host_list",
+        last_page.encode(),
+        times=1,
+        content_type="text/xml",
+        headers={"X-RateLimit-ToWait-Sec": "86340"},
+    )
+    result = run_cli(tmp_path, tap_config(world), ["hosts"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    records, _ = parse_messages(result.stdout)
+    assert len(records["hosts"]) == 2
+    assert "above max_rate_limit_wait" in result.stderr
 
 
 def test_record_spool_keeps_order_and_moves_to_disk_when_large() -> None:
