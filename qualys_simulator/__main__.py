@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from types import ModuleType
 
 from qualys_simulator.faults import FAULT_NAMES, FaultInjector, Limits, Stats
-from qualys_simulator.server import GatewayLike, Simulator, SimulatorHTTPServer
+from qualys_simulator.server import GatewayLike, SimulatorApp, SimulatorHTTPServer
 from qualys_simulator.vm_api import VMConfig
 from qualys_simulator.world import DEFAULT_START, World, WorldOptions
 
@@ -98,7 +98,7 @@ def build_parser(gateway: ModuleType | None) -> argparse.ArgumentParser:
     return parser
 
 
-def build(args: argparse.Namespace, gateway: ModuleType | None) -> Simulator:
+def build(args: argparse.Namespace, gateway: ModuleType | None) -> SimulatorApp:
     world = World(WorldOptions(
         hosts=args.hosts, seed=args.seed, detections_per_host=args.detections_per_host,
         no_detection_fraction=args.no_detection_fraction, kb_size=args.kb_size,
@@ -122,7 +122,7 @@ def build(args: argparse.Namespace, gateway: ModuleType | None) -> Simulator:
     api: GatewayLike | None = None
     if gateway is not None:
         api = gateway.GatewayAPI(world, faults, stats, gateway.GatewayConfig.from_args(args))
-    return Simulator(world, faults, limits, stats, vm_config=vm_config, gateway=api,
+    return SimulatorApp(world, faults, limits, stats, vm_config=vm_config, gateway=api,
                      log_requests=args.log_requests)
 
 

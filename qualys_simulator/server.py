@@ -58,7 +58,7 @@ class Headers(Mapping[str, str]):
         return len(self._items)
 
 
-class Simulator:
+class SimulatorApp:
     """Everything one server process serves: the world, limits, faults, stats and the APIs."""
 
     def __init__(self, world: World, faults: FaultInjector, limits: Limits, stats: Stats, *,
@@ -269,7 +269,7 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
     request_queue_size = 128
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], simulator: Simulator,
+    def __init__(self, address: tuple[str, int], simulator: SimulatorApp,
                  tls: ssl.SSLContext | None = None) -> None:
         self.simulator = simulator
         self.tls = tls

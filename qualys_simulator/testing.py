@@ -1,4 +1,4 @@
-"""Start the simulator from tests: ``with Simulator(hosts=50, seed=3) as sim: ...``.
+"""Start the simulator from tests: ``with SimulatorProcess(hosts=50, seed=3) as sim: ...``.
 
 Keyword options become command-line flags (``detections_per_host=5`` ->
 ``--detections-per-host 5``; ``True`` -> a bare flag; a list -> the flag repeated).
@@ -22,7 +22,7 @@ from typing import Any
 READY_PREFIX = "qualys-simulator listening on "
 
 
-class Simulator:
+class SimulatorProcess:
     def __init__(self, *, username: str = "qa_sim_user",
                  password: str = "sim-password",  # noqa: S107 - the documented test credential
                  startup_timeout: float = 30.0, **options: Any) -> None:
@@ -54,7 +54,7 @@ class Simulator:
                 args += [flag, str(value)]
         return args
 
-    def start(self) -> Simulator:
+    def start(self) -> SimulatorProcess:
         self.process = subprocess.Popen(
             self.command(), stdout=subprocess.PIPE, text=True, bufsize=1,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -88,7 +88,7 @@ class Simulator:
         if self.process.stdout is not None:
             self.process.stdout.close()
 
-    def __enter__(self) -> Simulator:
+    def __enter__(self) -> SimulatorProcess:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

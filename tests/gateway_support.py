@@ -18,7 +18,7 @@ from tap_qualys.tap import TapQualys
 if t.TYPE_CHECKING:
     from pathlib import Path
 
-    from qualys_simulator.testing import Simulator
+    from qualys_simulator.testing import SimulatorProcess
 
 Records = dict[str, list[dict[str, t.Any]]]
 
@@ -28,7 +28,7 @@ GATEWAY_STREAMS = ("csam_assets", *PCRS_STREAMS)
 JWT_PATTERN = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+")
 
 
-def gateway_config(sim: Simulator, **overrides: t.Any) -> dict[str, t.Any]:
+def gateway_config(sim: SimulatorProcess, **overrides: t.Any) -> dict[str, t.Any]:
     """A tap config for ``sim`` with fast retries."""
     return {
         "username": sim.username,
@@ -108,7 +108,7 @@ def run_cli(
     return subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
 
 
-def inject(sim: Simulator, endpoint: str, body: t.Any, times: int, **extra: t.Any) -> None:
+def inject(sim: SimulatorProcess, endpoint: str, body: t.Any, times: int, **extra: t.Any) -> None:
     """The next ``times`` answers of ``endpoint`` are a 200 with ``body`` (JSON unless bytes)."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     sim.admin_post(

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 import requests
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.auth import GatewayTokenAuthenticator
 from tap_qualys.client import decode_gateway_body
 from tap_qualys.retries import FailedAttempt, QualysAPIError
@@ -85,13 +85,15 @@ def test_paginator_follows_last_seen_asset_id_and_refuses_to_loop() -> None:
 
 
 @pytest.fixture(scope="module")
-def world() -> t.Iterator[Simulator]:
+def world() -> t.Iterator[SimulatorProcess]:
     """This module's simulator (its clock is moved): 30 hosts, 45 assets."""
-    with Simulator(hosts=30, seed=7) as sim:
+    with SimulatorProcess(hosts=30, seed=7) as sim:
         yield sim
 
 
-def raw_assets(sim: Simulator, body: dict[str, t.Any] | None = None) -> list[dict[str, t.Any]]:
+def raw_assets(
+    sim: SimulatorProcess, body: dict[str, t.Any] | None = None
+) -> list[dict[str, t.Any]]:
     """Every asset as the API sends it, fetched without the tap's streams."""
     token = GatewayTokenAuthenticator(
         gateway_url=sim.url, username=sim.username, password=sim.password
@@ -140,7 +142,7 @@ def assert_matches_truth(records: list[dict[str, t.Any]], truth: list[dict[str, 
         }, key
 
 
-def test_full_sync_matches_ground_truth(world: Simulator) -> None:
+def test_full_sync_matches_ground_truth(world: SimulatorProcess) -> None:
     records, states = run_tap(gateway_config(world, csam_page_size=7), ["csam_assets"])
     assets = records["csam_assets"]
     assert_matches_truth(assets, world.ground_truth("csam_assets"))
@@ -154,7 +156,7 @@ def test_full_sync_matches_ground_truth(world: Simulator) -> None:
     assert final["replication_key_value"] == max(a["lastModifiedDate"] for a in assets)
 
 
-def test_nothing_is_lost_or_altered(world: Simulator) -> None:
+def test_nothing_is_lost_or_altered(world: SimulatorProcess) -> None:
     """Each record holds every field of the API's asset, at every depth, with the same value;
     epoch-millisecond dates are the same instants in ISO form; big ids are exact."""
     records = keyed(run_tap(gateway_config(world), ["csam_assets"])[0]["csam_assets"], "assetId")
@@ -185,7 +187,7 @@ def _assert_same(raw: t.Any, emitted: t.Any, path: str) -> None:
         assert type(raw) is type(emitted), path
 
 
-def test_dates_are_iso_utc(world: Simulator) -> None:
+def test_dates_are_iso_utc(world: SimulatorProcess) -> None:
     asset = next(
         a for a in run_tap(gateway_config(world), ["csam_assets"])[0]["csam_assets"] if a["agent"]
     )
@@ -200,7 +202,7 @@ def test_dates_are_iso_utc(world: Simulator) -> None:
         assert len(value) == len("2026-11-01T00:00:00.000Z")
 
 
-def test_incremental_after_changes(world: Simulator) -> None:
+def test_incremental_after_changes(world: SimulatorProcess) -> None:
     config = gateway_config(world)
     first, states = run_tap(config, ["csam_assets"])
     bookmark = states[-1]["bookmarks"]["csam_assets"]["replication_key_value"]
@@ -216,7 +218,7 @@ def test_incremental_after_changes(world: Simulator) -> None:
     assert_matches_truth(list(table.values()), truth)
 
 
-def test_include_fields_and_tag_filter(world: Simulator) -> None:
+def test_include_fields_and_tag_filter(world: SimulatorProcess) -> None:
     tag = raw_assets(world)[0]["tagList"]["tag"][0]["tagName"]
     config = gateway_config(world, csam_include_fields=["hostId"], csam_tag_filter=tag)
     assets = run_tap(config, ["csam_assets"])[0]["csam_assets"]
@@ -234,7 +236,7 @@ def test_include_fields_and_tag_filter(world: Simulator) -> None:
 
 @pytest.mark.parametrize("spelling", ["inventoryListData", "inventory_list_data"])
 def test_inventory_key_spellings(spelling: str) -> None:
-    with Simulator(hosts=6, seed=3, csam_inventory_key=spelling) as sim:
+    with SimulatorProcess(hosts=6, seed=3, csam_inventory_key=spelling) as sim:
         assets = run_tap(gateway_config(sim), ["csam_assets"])[0]["csam_assets"]
     assert assets
     for asset in assets:
@@ -243,7 +245,9 @@ def test_inventory_key_spellings(spelling: str) -> None:
         assert asset["inventory"]["lastUpdated"].endswith("Z")
 
 
-def test_crash_mid_paging_resumes_at_the_last_full_page(world: Simulator, tmp_path: Path) -> None:
+def test_crash_mid_paging_resumes_at_the_last_full_page(
+    world: SimulatorProcess, tmp_path: Path
+) -> None:
     """Kill the tap after its second page; the next run starts after that page, not at 0."""
     config = gateway_config(world, csam_page_size=5)
     world.configure(record_delay_sec=0.05)  # about 0.25 s per page: time to kill it mid-way
@@ -289,7 +293,7 @@ def test_crash_mid_paging_resumes_at_the_last_full_page(world: Simulator, tmp_pa
     assert not JWT_PATTERN.search("".join(before))
 
 
-def test_resume_point_of_another_query_is_ignored(world: Simulator) -> None:
+def test_resume_point_of_another_query_is_ignored(world: SimulatorProcess) -> None:
     state = {
         "bookmarks": {
             "csam_assets": {"resume": {"lastSeenAssetId": 10**12, "query": {"filters": "old"}}}
@@ -299,7 +303,7 @@ def test_resume_point_of_another_query_is_ignored(world: Simulator) -> None:
     assert len(records["csam_assets"]) == len(world.ground_truth("csam_assets"))
 
 
-def sim_now(sim: Simulator) -> datetime:
+def sim_now(sim: SimulatorProcess) -> datetime:
     now = sim.admin_get("/admin/clock")["now"]
     return datetime.fromisoformat(now.replace("Z", "+00:00"))
 
@@ -315,7 +319,7 @@ def test_resumed_csam_run_rereads_changes_below_its_resume_point() -> None:
     Before the fix the resumed run's bookmark moved to the newest change it read (above the
     resume point), so changes made to assets below the resume point were never read.
     """
-    with Simulator(hosts=100, seed=5) as sim:
+    with SimulatorProcess(hosts=100, seed=5) as sim:
         config = gateway_config(sim, csam_page_size=50)
         # The crash: the state a run leaves after its second page.
         _, states = run_tap(config, ["csam_assets"])
@@ -351,7 +355,7 @@ def test_resumed_csam_run_rereads_changes_below_its_resume_point() -> None:
 
 
 def test_repeated_resumes_keep_the_first_runs_start() -> None:
-    with Simulator(hosts=20, seed=3) as sim:
+    with SimulatorProcess(hosts=20, seed=3) as sim:
         config = gateway_config(sim, csam_page_size=5)
         _, states = run_tap(config, ["csam_assets"])
         crash = copy.deepcopy(
@@ -369,7 +373,7 @@ def test_repeated_resumes_keep_the_first_runs_start() -> None:
 
 
 @pytest.mark.parametrize("fault", ["error_200", "truncated_200", "drop", "http_503"])
-def test_transient_failures_are_retried(world: Simulator, fault: str) -> None:
+def test_transient_failures_are_retried(world: SimulatorProcess, fault: str) -> None:
     world.configure(faults={fault: 1.0}, fault_budget={fault: 2}, fault_endpoints=["csam_search"])
     world.reset_stats()
     try:
@@ -381,7 +385,7 @@ def test_transient_failures_are_retried(world: Simulator, fault: str) -> None:
     assert_matches_truth(records["csam_assets"], world.ground_truth("csam_assets"))
 
 
-def test_persistent_invalid_json_is_one_clear_error(world: Simulator) -> None:
+def test_persistent_invalid_json_is_one_clear_error(world: SimulatorProcess) -> None:
     world.configure(faults={"truncated_200": 1.0}, fault_endpoints=["csam_search"])
     try:
         with pytest.raises(QualysAPIError) as caught:
@@ -397,7 +401,7 @@ def test_persistent_invalid_json_is_one_clear_error(world: Simulator) -> None:
 
 
 def test_non_numeric_last_seen_asset_id_is_retried_then_one_line(
-    world: Simulator, tmp_path: Path
+    world: SimulatorProcess, tmp_path: Path
 ) -> None:
     page = {
         "responseCode": "SUCCESS",
@@ -422,7 +426,7 @@ def test_non_numeric_last_seen_asset_id_is_retried_then_one_line(
     assert "Traceback" not in result.stderr
 
 
-def _spend_gateway_window(sim: Simulator, calls: int) -> None:
+def _spend_gateway_window(sim: SimulatorProcess, calls: int) -> None:
     """Another client of the subscription uses up the gateway's rate window."""
     session = requests.Session()
     token = session.post(sim.url + "/auth", data={
@@ -433,7 +437,7 @@ def _spend_gateway_window(sim: Simulator, calls: int) -> None:
 
 
 def test_gateway_429_waits_as_told() -> None:
-    with Simulator(hosts=20, seed=2, gateway_rate_limit=3, gateway_rate_window=2) as sim:
+    with SimulatorProcess(hosts=20, seed=2, gateway_rate_limit=3, gateway_rate_window=2) as sim:
         _spend_gateway_window(sim, 3)
         records, _ = run_tap(gateway_config(sim, csam_page_size=5), ["csam_assets"])
         truth = sim.ground_truth("csam_assets")
@@ -446,7 +450,7 @@ def test_gateway_429_waits_as_told() -> None:
 
 def test_gateway_calls_are_paced_by_the_rate_headers(caplog: pytest.LogCaptureFixture) -> None:
     """Few calls left in the window: the tap spreads its calls instead of running into 429."""
-    with Simulator(hosts=20, seed=2, gateway_rate_limit=4, gateway_rate_window=2) as sim:
+    with SimulatorProcess(hosts=20, seed=2, gateway_rate_limit=4, gateway_rate_window=2) as sim:
         with caplog.at_level("INFO"):
             records, _ = run_tap(gateway_config(sim, csam_page_size=3), ["csam_assets"])
         truth = sim.ground_truth("csam_assets")

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.client import MAX_STALLED_PAGES, FetchedPage, RecordSpool, TruncationPaginator
 from tap_qualys.retries import QualysAPIError
 from tap_qualys.streams.csam import CsamAssetPaginator, CsamPage
@@ -105,7 +105,7 @@ def test_truncation_paginator_refuses_unusable_urls(url: str, message: str) -> N
 def test_documented_envelope_quirks_lose_nothing() -> None:
     # §4: truncation URLs that carry parameters we never sent; §8: hasMore as the strings "1"/"0",
     # and SUCCESS pages with hasMore=1 but no lastSeenAssetId (retried, never taken as the end).
-    with Simulator(hosts=30, seed=3, kb_page_size=200) as sim:
+    with SimulatorProcess(hosts=30, seed=3, kb_page_size=200) as sim:
         sim.configure(
             csam_has_more_as_string=True,
             warning_url_extra_params=True,

@@ -23,7 +23,7 @@ from tap_qualys.tap import TapQualys
 from tests.conftest import tap_config
 
 if t.TYPE_CHECKING:
-    from qualys_simulator.testing import Simulator
+    from qualys_simulator.testing import SimulatorProcess
 
 
 @pytest.mark.parametrize(
@@ -220,7 +220,7 @@ def test_rate_limit_waits_up_to_the_limit_are_waited_out() -> None:
     assert sleeps[-1] == 86340
 
 
-def test_max_rate_limit_wait_setting_reaches_every_stream(sim: Simulator) -> None:
+def test_max_rate_limit_wait_setting_reaches_every_stream(sim: SimulatorProcess) -> None:
     default = TapQualys(config=tap_config(sim), validate_config=False).streams
     assert {s.retry_policy.max_rate_limit_wait for s in default.values()} == {3600}
     raised = TapQualys(

@@ -21,7 +21,7 @@ import requests
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.singerlib import RecordMessage
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.client import FetchedPage, RecordSpool, TruncationPaginator, record_line_parts
 from tap_qualys.retries import QualysAPIError
 from tap_qualys.streams.vm import HostDetectionsStream
@@ -95,7 +95,7 @@ def assert_matches_truth(emitted: list[dict], truth: list[dict], *keys: str) -> 
         assert actual == expected, key
 
 
-def assert_complete(records: Records, sim: Simulator) -> None:
+def assert_complete(records: Records, sim: SimulatorProcess) -> None:
     assert_matches_truth(records.get("hosts", []), sim.ground_truth("hosts"), "id")
     assert_matches_truth(
         records.get("host_detections", []),
@@ -106,13 +106,13 @@ def assert_complete(records: Records, sim: Simulator) -> None:
 
 
 @pytest.fixture(scope="module")
-def world() -> t.Iterator[Simulator]:
+def world() -> t.Iterator[SimulatorProcess]:
     """A simulator of this module's own, since its clock is moved."""
-    with Simulator(hosts=40, seed=11) as sim:
+    with SimulatorProcess(hosts=40, seed=11) as sim:
         yield sim
 
 
-def test_full_then_incremental_sync(world: Simulator) -> None:
+def test_full_then_incremental_sync(world: SimulatorProcess) -> None:
     config = tap_config(world, host_batch_size=7, hosts_overlap_minutes=0, kb_overlap_days=0)
     first, states = run_tap(config)
 
@@ -167,7 +167,7 @@ def test_full_then_incremental_sync(world: Simulator) -> None:
     assert len(got - {r["qid"] for r in first["knowledge_base"]}) == change["new_qids"]
 
 
-def test_bookmark_moves_only_after_every_detection_batch(world: Simulator) -> None:
+def test_bookmark_moves_only_after_every_detection_batch(world: SimulatorProcess) -> None:
     # More faults than one batch's retries: an error document that keeps coming is fatal.
     config = tap_config(world, host_batch_size=5, max_retries=1)
     world.configure(fault_budget={"error_200": 20}, fault_endpoints=["host_detection"])
@@ -183,16 +183,16 @@ def test_bookmark_moves_only_after_every_detection_batch(world: Simulator) -> No
 
 
 @pytest.fixture
-def fresh() -> t.Iterator[Simulator]:
+def fresh() -> t.Iterator[SimulatorProcess]:
     """A small simulator per test, for fault and limit scenarios."""
-    with Simulator(hosts=25, seed=5, kb_size=200, kb_extra=20) as sim:
+    with SimulatorProcess(hosts=25, seed=5, kb_size=200, kb_extra=20) as sim:
         yield sim
 
 
 HOSTS = ("hosts", "host_detections")
 
 
-def test_concurrency_and_rate_409s_are_waited_out(fresh: Simulator) -> None:
+def test_concurrency_and_rate_409s_are_waited_out(fresh: SimulatorProcess) -> None:
     fresh.configure(
         fault_budget={"conflict_1960": 2, "conflict_1965": 1}, fault_endpoints=["host_detection"]
     )
@@ -206,7 +206,7 @@ def test_concurrency_and_rate_409s_are_waited_out(fresh: Simulator) -> None:
     assert time.monotonic() - started >= 5  # the simulator's ToWait for an injected 1965
 
 
-def test_another_tool_holding_a_slot_costs_at_most_one_409(fresh: Simulator) -> None:
+def test_another_tool_holding_a_slot_costs_at_most_one_409(fresh: SimulatorProcess) -> None:
     fresh.configure(held_slots={"host_detection": 1})
     records, _ = run_tap(tap_config(fresh, host_batch_size=3), streams=HOSTS)
     assert_complete(records, fresh)
@@ -214,7 +214,9 @@ def test_another_tool_holding_a_slot_costs_at_most_one_409(fresh: Simulator) -> 
     assert responses.get("409/1960", 0) <= 1
 
 
-def test_dropped_and_truncated_bodies_are_refetched_without_duplicates(fresh: Simulator) -> None:
+def test_dropped_and_truncated_bodies_are_refetched_without_duplicates(
+    fresh: SimulatorProcess,
+) -> None:
     fresh.configure(
         fault_budget={"drop": 2, "truncated_200": 2},
         fault_endpoints=["host_detection", "host_list"],
@@ -224,7 +226,7 @@ def test_dropped_and_truncated_bodies_are_refetched_without_duplicates(fresh: Si
     assert_complete(records, fresh)  # keyed() fails on any duplicate
 
 
-def test_detection_batches_use_every_allowed_slot(fresh: Simulator) -> None:
+def test_detection_batches_use_every_allowed_slot(fresh: SimulatorProcess) -> None:
     # The simulator sleeps per host it writes (a slow Qualys), so batches overlap only if the
     # tap really runs them in parallel. The speedup itself is measured by `python -m benchmarks`.
     fresh.configure(record_delay_sec=0.05)
@@ -240,7 +242,7 @@ def test_detection_batches_use_every_allowed_slot(fresh: Simulator) -> None:
 
 
 def test_a_probe_learns_the_limit_so_the_first_batches_already_run_in_parallel(
-    fresh: Simulator,
+    fresh: SimulatorProcess,
 ) -> None:
     # Four batches, four slots. Without the probe the limit is 1 until the first batch answers,
     # the window of batches in flight is sized from that, and the first round runs 3 at most.
@@ -255,7 +257,7 @@ def test_a_probe_learns_the_limit_so_the_first_batches_already_run_in_parallel(
 
 
 def test_simple_return_on_200_fails_in_one_line_without_secrets(
-    fresh: Simulator, tmp_path: t.Any
+    fresh: SimulatorProcess, tmp_path: t.Any
 ) -> None:
     fresh.configure(fault_budget={"error_200": 20}, fault_endpoints=["host_detection"])
     config_file = tmp_path / "config.json"
@@ -289,7 +291,7 @@ def test_simple_return_on_200_fails_in_one_line_without_secrets(
     assert '"stream": "host_detections", "record"' not in result.stdout
 
 
-def test_malformed_xml_is_not_emitted(fresh: Simulator) -> None:
+def test_malformed_xml_is_not_emitted(fresh: SimulatorProcess) -> None:
     fresh.configure(fault_budget={"malformed_xml": 1}, fault_endpoints=["host_detection"])
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(Exception, match="host_detections"):
@@ -299,7 +301,7 @@ def test_malformed_xml_is_not_emitted(fresh: Simulator) -> None:
     )
 
 
-def test_second_run_without_changes_fetches_no_hosts(fresh: Simulator) -> None:
+def test_second_run_without_changes_fetches_no_hosts(fresh: SimulatorProcess) -> None:
     config = tap_config(fresh, hosts_overlap_minutes=0)
     first, states = run_tap(config, streams=HOSTS)
     assert len(first["hosts"]) == 25
@@ -311,7 +313,7 @@ def test_second_run_without_changes_fetches_no_hosts(fresh: Simulator) -> None:
     assert second_states[-1]["bookmarks"]["hosts"] == states[-1]["bookmarks"]["hosts"]
 
 
-def host_ids(sim: Simulator) -> list[int]:
+def host_ids(sim: SimulatorProcess) -> list[int]:
     return sorted(h["ID"] for h in sim.ground_truth("hosts"))
 
 
@@ -329,7 +331,7 @@ def host_ids(sim: Simulator) -> list[int]:
     ],
 )
 def test_filtered_hosts_never_lose_other_hosts_detections(
-    world: Simulator, case: str, keep: t.Callable[[list[int]], list[int]]
+    world: SimulatorProcess, case: str, keep: t.Callable[[list[int]], list[int]]
 ) -> None:
     """Reviewer's case: batches of 5, a __filter__ on hosts."""
     ids = host_ids(world)
@@ -345,7 +347,7 @@ def test_filtered_hosts_never_lose_other_hosts_detections(
     assert states[-1]["bookmarks"]["hosts"]["vm_processed_after"]
 
 
-def test_detections_include_ignored_and_disabled_by_default(world: Simulator) -> None:
+def test_detections_include_ignored_and_disabled_by_default(world: SimulatorProcess) -> None:
     params = vm_tap(tap_config(world)).streams["host_detections"].qualys_params(None)
     assert params["include_ignored"] == 1
     assert params["include_disabled"] == 1
@@ -360,7 +362,7 @@ def test_detections_include_ignored_and_disabled_by_default(world: Simulator) ->
     assert not [k for k in world.stats()["responses"].get("host_detection", {}) if k != "200"]
 
 
-def test_hosts_carry_trurisk_by_default(world: Simulator) -> None:
+def test_hosts_carry_trurisk_by_default(world: SimulatorProcess) -> None:
     params = vm_tap(tap_config(world)).streams["hosts"].qualys_params(None)
     assert params["show_trurisk"] == 1
     assert params["show_trurisk_factors"] == 1
@@ -372,7 +374,7 @@ def test_hosts_carry_trurisk_by_default(world: Simulator) -> None:
 
 
 def test_show_trurisk_off_for_consultant_subscriptions() -> None:
-    with Simulator(hosts=5, seed=2, consultant=True) as sim:
+    with SimulatorProcess(hosts=5, seed=2, consultant=True) as sim:
         config = tap_config(sim, show_qds=False, show_qds_factors=False, max_retries=0)
         with pytest.raises(QualysAPIError, match="1901"):
             run_tap(config, streams=["hosts"])
@@ -408,7 +410,7 @@ def test_truncation_paginator_follows_id_min_and_fails_when_it_cannot() -> None:
     assert paginator.finished
 
 
-def host_list_page(sim: Simulator) -> str:
+def host_list_page(sim: SimulatorProcess) -> str:
     """A real truncated Host List page (2 hosts and a WARNING 1980) from the simulator."""
     response = requests.post(
         sim.url + HOST_LIST_PATH,
@@ -423,7 +425,9 @@ def host_list_page(sim: Simulator) -> str:
     return response.text
 
 
-def test_truncation_url_without_id_min_fails_the_stream(world: Simulator, tmp_path: Path) -> None:
+def test_truncation_url_without_id_min_fails_the_stream(
+    world: SimulatorProcess, tmp_path: Path
+) -> None:
     page = re.sub(r"&id_min=\d+", "&marker_param=zzz", host_list_page(world))
     config = tap_config(world, max_retries=0)
     inject(world, "host_list", page.encode(), times=1, content_type="text/xml")
@@ -440,7 +444,7 @@ def test_truncation_url_without_id_min_fails_the_stream(world: Simulator, tmp_pa
     assert not any(s["bookmarks"].get("hosts", {}).get("vm_processed_after") for s in states)
 
 
-def test_truncation_id_min_that_does_not_advance_fails_the_stream(world: Simulator) -> None:
+def test_truncation_id_min_that_does_not_advance_fails_the_stream(world: SimulatorProcess) -> None:
     page = host_list_page(world)
     id_min = re.search(r"id_min=(\d+)", page)
     assert id_min
@@ -449,7 +453,9 @@ def test_truncation_id_min_that_does_not_advance_fails_the_stream(world: Simulat
         run_tap(tap_config(world, max_retries=0), streams=["hosts"])
 
 
-def test_a_day_long_towait_on_a_good_answer_is_not_slept(world: Simulator, tmp_path: Path) -> None:
+def test_a_day_long_towait_on_a_good_answer_is_not_slept(
+    world: SimulatorProcess, tmp_path: Path
+) -> None:
     """A 200 carrying ToWait above the limit: keep the page, do not sleep for a day."""
     last_page = re.sub(r"<WARNING>.*?</WARNING>", "", host_list_page(world), flags=re.S)
     inject(
@@ -514,7 +520,7 @@ def test_record_line_parts_write_what_the_sdk_writes(version: int | None) -> Non
 
 
 def test_detections_written_as_encoded_lines_equal_the_sdk_path(
-    world: Simulator, monkeypatch: pytest.MonkeyPatch
+    world: SimulatorProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fast path (spooled JSON written as it is) emits exactly what the SDK's path does."""
     config = tap_config(world, host_batch_size=7)
@@ -525,7 +531,7 @@ def test_detections_written_as_encoded_lines_equal_the_sdk_path(
     assert len(fast["host_detections"]) == len(world.ground_truth("host_detections"))
 
 
-def test_batch_messages_hold_every_detection(world: Simulator, tmp_path: Path) -> None:
+def test_batch_messages_hold_every_detection(world: SimulatorProcess, tmp_path: Path) -> None:
     """With batch_config the SDK writes BATCH files from the records: never the fast path."""
     config = tap_config(
         world,
@@ -557,7 +563,7 @@ def test_batch_messages_hold_every_detection(world: Simulator, tmp_path: Path) -
     )
 
 
-def test_a_stream_map_on_detections_takes_the_sdk_path(world: Simulator) -> None:
+def test_a_stream_map_on_detections_takes_the_sdk_path(world: SimulatorProcess) -> None:
     config = tap_config(
         world,
         host_batch_size=7,
@@ -581,7 +587,7 @@ def test_tls_needs_the_ca_bundle_unless_verification_is_off(tmp_path: Path) -> N
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
-    with Simulator(hosts=5, seed=2, tls_cert=str(cert), tls_key=str(key)) as tls:
+    with SimulatorProcess(hosts=5, seed=2, tls_cert=str(cert), tls_key=str(key)) as tls:
         assert tls.url.startswith("https://")
         with pytest.raises(Exception, match="SSL"):
             run_tap(tap_config(tls, max_retries=0), streams=("hosts",))
