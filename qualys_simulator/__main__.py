@@ -49,6 +49,7 @@ def _start(text: str) -> datetime:
 
 
 def build_parser(gateway: ModuleType | None) -> argparse.ArgumentParser:
+    """The command line: server, data, limits, faults and, when present, the gateway's flags."""
     parser = argparse.ArgumentParser(prog="qualys-simulator", description=__doc__)
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -99,6 +100,7 @@ def build_parser(gateway: ModuleType | None) -> argparse.ArgumentParser:
 
 
 def build(args: argparse.Namespace, gateway: ModuleType | None) -> SimulatorApp:
+    """The ``SimulatorApp`` the command line describes."""
     world = World(WorldOptions(
         hosts=args.hosts, seed=args.seed, detections_per_host=args.detections_per_host,
         no_detection_fraction=args.no_detection_fraction, kb_size=args.kb_size,
@@ -127,6 +129,7 @@ def build(args: argparse.Namespace, gateway: ModuleType | None) -> SimulatorApp:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Print the ready line, then serve until SIGTERM or Ctrl-C."""
     gateway = _gateway_module()
     args = build_parser(gateway).parse_args(argv)
     simulator = build(args, gateway)
