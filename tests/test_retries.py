@@ -221,9 +221,9 @@ def test_rate_limit_waits_up_to_the_limit_are_waited_out() -> None:
 
 
 def test_max_rate_limit_wait_setting_reaches_every_stream(sim: SimulatorProcess) -> None:
-    default = TapQualys(config=tap_config(sim), validate_config=False).streams
+    default: dict[str, t.Any] = TapQualys(config=tap_config(sim), validate_config=False).streams
     assert {s.retry_policy.max_rate_limit_wait for s in default.values()} == {3600}
-    raised = TapQualys(
+    raised: dict[str, t.Any] = TapQualys(
         config=tap_config(sim, max_rate_limit_wait=90000), validate_config=False
     ).streams
     assert {s.retry_policy.max_rate_limit_wait for s in raised.values()} == {90000}

@@ -24,7 +24,7 @@ from singer_sdk.singerlib import RecordMessage
 from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.client import FetchedPage, RecordSpool, TruncationPaginator, record_line_parts
 from tap_qualys.retries import QualysAPIError
-from tap_qualys.streams.vm import HostDetectionsStream
+from tap_qualys.streams.vm import HostDetectionsStream, HostsStream
 from tap_qualys.tap import TapQualys
 from tests.conftest import tap_config
 from tests.gateway_support import inject, run_cli
@@ -347,12 +347,18 @@ def test_filtered_hosts_never_lose_other_hosts_detections(
     assert states[-1]["bookmarks"]["hosts"]["vm_processed_after"]
 
 
+def first_call_params(config: dict[str, t.Any], name: str) -> dict[str, t.Any]:
+    """The parameters VM stream ``name`` sends on its first call."""
+    stream = t.cast("HostsStream | HostDetectionsStream", vm_tap(config).streams[name])
+    return stream.qualys_params(None)
+
+
 def test_detections_include_ignored_and_disabled_by_default(world: SimulatorProcess) -> None:
-    params = vm_tap(tap_config(world)).streams["host_detections"].qualys_params(None)
+    params = first_call_params(tap_config(world), "host_detections")
     assert params["include_ignored"] == 1
     assert params["include_disabled"] == 1
     off = tap_config(world, include_ignored=False, include_disabled=False)
-    params = vm_tap(off).streams["host_detections"].qualys_params(None)
+    params = first_call_params(off, "host_detections")
     assert params["include_ignored"] == 0
     assert params["include_disabled"] == 0
     # The simulator (like Qualys) accepts both: a sync with them sent is complete.
@@ -363,7 +369,7 @@ def test_detections_include_ignored_and_disabled_by_default(world: SimulatorProc
 
 
 def test_hosts_carry_trurisk_by_default(world: SimulatorProcess) -> None:
-    params = vm_tap(tap_config(world)).streams["hosts"].qualys_params(None)
+    params = first_call_params(tap_config(world), "hosts")
     assert params["show_trurisk"] == 1
     assert params["show_trurisk_factors"] == 1
     records, _ = run_tap(tap_config(world), streams=["hosts"])
