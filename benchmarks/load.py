@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from qualys_simulator.world import World, WorldOptions
 
 # One place for "equal" between a loaded value and the ground truth's (types, date formats).
@@ -180,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                "detections_per_host": args.detections_per_host}
     print(f"workdir {workdir}; simulator {options}; faults {faults}", file=sys.stderr)
 
-    with Simulator(**options, fault=[f"{k}={v}" for k, v in faults.items()],
-                   slow_first_byte_sec=1, startup_timeout=120) as sim:
+    with SimulatorProcess(**options, fault=[f"{k}={v}" for k, v in faults.items()],
+                          slow_first_byte_sec=1, startup_timeout=120) as sim:
         if "conflict_1965" in faults:
             # Each injected 1965 asks for 5 s; two prove ToWait is honoured at scale.
             sim.configure(fault_budget={"conflict_1965": 2})

@@ -31,7 +31,7 @@ from benchmarks.processes import (
     write_json,
 )
 from benchmarks.replay import ReplayProxy
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 
 SEED = 20261123
 DETECTION_PATH = "/vm/detection/"
@@ -49,7 +49,7 @@ MB_PER_LONG_RESULTS_HOST = 0.31
 # --- shared helpers -----------------------------------------------------------------------------
 
 
-def tap_settings(url: str, sim: Simulator, **settings: Any) -> dict[str, Any]:
+def tap_settings(url: str, sim: SimulatorProcess, **settings: Any) -> dict[str, Any]:
     return {
         "username": sim.username,
         "password": sim.password,
@@ -134,7 +134,7 @@ def tap_cpu(ctx: Context) -> list[Row]:
         _goal_at_least(0.5),
     )
     with (
-        Simulator(
+        SimulatorProcess(
             hosts=size.tap_hosts, seed=SEED, detections_per_host=size.tap_detections_per_host
         ) as sim,
         ReplayProxy(sim.url) as proxy,
@@ -219,7 +219,7 @@ def _tap_output(ctx: Context) -> Path:
         return path
     size = ctx.size
     work = ctx.scratch("tap-output")
-    with Simulator(
+    with SimulatorProcess(
         hosts=size.tap_hosts, seed=SEED, detections_per_host=size.tap_detections_per_host
     ) as sim:
         config = write_json(work / "config.json", tap_settings(sim.url, sim))
@@ -331,7 +331,7 @@ def end_to_end(ctx: Context) -> list[Row]:
         lambda row: row.median() <= 1.2,
     )
     with (
-        Simulator(
+        SimulatorProcess(
             hosts=size.e2e_hosts,
             seed=SEED,
             kb_size=size.e2e_kb_size,
@@ -411,7 +411,7 @@ def end_to_end(ctx: Context) -> list[Row]:
 class SlotSampler:
     """Polls /admin/stats to see how many detection calls the server is running, over time."""
 
-    def __init__(self, sim: Simulator, interval: float = 0.02) -> None:
+    def __init__(self, sim: SimulatorProcess, interval: float = 0.02) -> None:
         self.sim = sim
         self.interval = interval
         self.samples: list[tuple[float, int]] = []
@@ -450,7 +450,7 @@ def concurrency(ctx: Context) -> list[Row]:
     latency = size.latency_record_delay_sec * size.latency_batch
     slots = size.latency_slots
     rows = {n: _concurrency_row(n) for n in slots if n > 1}
-    with Simulator(
+    with SimulatorProcess(
         hosts=size.latency_hosts,
         seed=SEED,
         detections_per_host=2,
@@ -558,7 +558,7 @@ def memory(ctx: Context) -> list[Row]:
             _memory_goal(smallest),
         )
         with (
-            Simulator(
+            SimulatorProcess(
                 hosts=hosts, seed=SEED, detections_per_host=10, long_results_fraction=1.0
             ) as sim,
             ReplayProxy(sim.url) as proxy,
@@ -731,7 +731,7 @@ def scale_out(ctx: Context) -> list[Row]:
     size = ctx.size
     work = ctx.scratch("scale")
     with (
-        Simulator(
+        SimulatorProcess(
             hosts=size.scale_hosts, seed=SEED, detections_per_host=size.scale_detections_per_host
         ) as sim,
         ReplayProxy(sim.url) as proxy,

@@ -17,13 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import requests
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 
 HLD = "/api/5.0/fo/asset/host/vm/detection/"
 MARK = b"<DETECTION>"
 
 
-def fetch(sim: Simulator, ids: str, show_results: bool) -> tuple[int, int]:
+def fetch(sim: SimulatorProcess, ids: str, show_results: bool) -> tuple[int, int]:
     """(detections, bytes) of one batch, streamed."""
     data = {"action": "list", "ids": ids, "truncation_limit": "0",
             "status": "New,Active,Re-Opened,Fixed", "show_igs": "1",
@@ -58,8 +58,8 @@ def main() -> None:
     parser.add_argument("--no-results", action="store_true", help="show_results=0")
     args = parser.parse_args()
 
-    with Simulator(hosts=args.hosts, seed=1, detections_per_host=args.detections_per_host,
-                   concurrency_limit=args.workers, startup_timeout=120) as sim:
+    with SimulatorProcess(hosts=args.hosts, seed=1, detections_per_host=args.detections_per_host,
+                          concurrency_limit=args.workers, startup_timeout=120) as sim:
         process = psutil.Process(sim.pid)
         peak = [process.memory_info().rss]
         done = threading.Event()

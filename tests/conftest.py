@@ -8,25 +8,25 @@ import typing as t
 
 import pytest
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 
 #: The simulator most tests share: small, with the default limits (2 parallel calls).
 SHARED_SIMULATOR_OPTIONS: dict[str, t.Any] = {"hosts": 30, "seed": 7}
 
 
 @functools.cache
-def shared_simulator() -> Simulator:
+def shared_simulator() -> SimulatorProcess:
     """Start the shared simulator once per process.
 
     A function rather than only a fixture: the SDK's generated test class needs its config when
     the test module is imported, before any fixture runs.
     """
-    sim = Simulator(**SHARED_SIMULATOR_OPTIONS).start()
+    sim = SimulatorProcess(**SHARED_SIMULATOR_OPTIONS).start()
     atexit.register(sim.stop)
     return sim
 
 
-def tap_config(sim: Simulator, **overrides: t.Any) -> dict[str, t.Any]:
+def tap_config(sim: SimulatorProcess, **overrides: t.Any) -> dict[str, t.Any]:
     """A tap config for ``sim``: both APIs on the simulator, fast retries for tests."""
     return {
         "username": sim.username,
@@ -39,6 +39,6 @@ def tap_config(sim: Simulator, **overrides: t.Any) -> dict[str, t.Any]:
 
 
 @pytest.fixture(scope="session")
-def sim() -> Simulator:
+def sim() -> SimulatorProcess:
     """The shared simulator. Tests that change its state or faults should use their own."""
     return shared_simulator()

@@ -1,11 +1,15 @@
-"""Helpers for the gateway stream tests (CSAM, PCRS): run the tap on selected streams only."""
+"""Helpers for the stream tests: run the tap on selected streams only (in-process or as a
+command) and serve crafted answers from the simulator."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
 import re
+import subprocess
+import sys
 import typing as t
 from datetime import datetime, timezone
 
@@ -14,7 +18,7 @@ from tap_qualys.tap import TapQualys
 if t.TYPE_CHECKING:
     from pathlib import Path
 
-    from qualys_simulator.testing import Simulator
+    from qualys_simulator.testing import SimulatorProcess
 
 Records = dict[str, list[dict[str, t.Any]]]
 
@@ -24,7 +28,7 @@ GATEWAY_STREAMS = ("csam_assets", *PCRS_STREAMS)
 JWT_PATTERN = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+")
 
 
-def gateway_config(sim: Simulator, **overrides: t.Any) -> dict[str, t.Any]:
+def gateway_config(sim: SimulatorProcess, **overrides: t.Any) -> dict[str, t.Any]:
     """A tap config for ``sim`` with fast retries."""
     return {
         "username": sim.username,
@@ -76,6 +80,48 @@ def run_tap(
         TapQualys(config=config, catalog=catalog(config, streams), state=state or {}).sync_all()
     out.flush()
     return parse_messages(raw.getvalue().decode("utf-8"))
+
+
+def tap_command(
+    tmp_path: Path, config: dict[str, t.Any], streams: t.Iterable[str], state: t.Any = None
+) -> list[str]:
+    """The ``tap_qualys`` command line syncing ``streams``, its files written to ``tmp_path``."""
+    command = [
+        sys.executable,
+        "-m",
+        "tap_qualys",
+        "--config",
+        write_json(tmp_path / "config.json", config),
+        "--catalog",
+        write_json(tmp_path / "catalog.json", catalog(config, streams)),
+    ]
+    if state is not None:
+        command += ["--state", write_json(tmp_path / "state.json", state)]
+    return command
+
+
+def run_cli(
+    tmp_path: Path, config: dict[str, t.Any], streams: t.Iterable[str], state: t.Any = None
+) -> subprocess.CompletedProcess[str]:
+    """A sync of ``streams`` by the ``tap_qualys`` command (see ``tap_command``)."""
+    command = tap_command(tmp_path, config, streams, state)
+    return subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+
+
+def inject(sim: SimulatorProcess, endpoint: str, body: t.Any, times: int, **extra: t.Any) -> None:
+    """The next ``times`` answers of ``endpoint`` are a 200 with ``body`` (JSON unless bytes)."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    sim.admin_post(
+        "/admin/inject",
+        {
+            "endpoint": endpoint,
+            "status": 200,
+            "content_type": extra.pop("content_type", "application/json"),
+            "body_b64": base64.b64encode(raw).decode(),
+            "times": times,
+            **extra,
+        },
+    )
 
 
 def write_json(path: Path, document: t.Any) -> str:

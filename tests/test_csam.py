@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
-import sys
 import typing as t
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.auth import GatewayTokenAuthenticator
 from tap_qualys.casting import parse_utc
 from tap_qualys.client import decode_gateway_body
@@ -26,14 +26,15 @@ from tap_qualys.streams.csam import (
 )
 from tests.gateway_support import (
     JWT_PATTERN,
-    catalog,
     epoch_ms_to_iso,
     gateway_config,
+    inject,
     keyed,
     merged,
     parse_messages,
+    run_cli,
     run_tap,
-    write_json,
+    tap_command,
 )
 
 if t.TYPE_CHECKING:
@@ -92,13 +93,15 @@ def test_paginator_follows_last_seen_asset_id_and_refuses_to_loop() -> None:
 
 
 @pytest.fixture(scope="module")
-def world() -> t.Iterator[Simulator]:
+def world() -> t.Iterator[SimulatorProcess]:
     """This module's simulator (its clock is moved): 30 hosts, 45 assets."""
-    with Simulator(hosts=30, seed=7) as sim:
+    with SimulatorProcess(hosts=30, seed=7) as sim:
         yield sim
 
 
-def raw_assets(sim: Simulator, body: dict[str, t.Any] | None = None) -> list[dict[str, t.Any]]:
+def raw_assets(
+    sim: SimulatorProcess, body: dict[str, t.Any] | None = None
+) -> list[dict[str, t.Any]]:
     """Every asset as the API sends it, fetched without the tap's streams."""
     token = GatewayTokenAuthenticator(
         gateway_url=sim.url, username=sim.username, password=sim.password
@@ -147,7 +150,7 @@ def assert_matches_truth(records: list[dict[str, t.Any]], truth: list[dict[str, 
         }, key
 
 
-def test_full_sync_matches_ground_truth(world: Simulator) -> None:
+def test_full_sync_matches_ground_truth(world: SimulatorProcess) -> None:
     records, states = run_tap(gateway_config(world, csam_page_size=7), ["csam_assets"])
     assets = records["csam_assets"]
     assert_matches_truth(assets, world.ground_truth("csam_assets"))
@@ -162,7 +165,7 @@ def test_full_sync_matches_ground_truth(world: Simulator) -> None:
     assert final["replication_key_value"] == max(a["last_modified_date"] for a in assets)
 
 
-def test_nothing_is_lost_or_altered(world: Simulator) -> None:
+def test_nothing_is_lost_or_altered(world: SimulatorProcess) -> None:
     """Each record holds every field of the API's asset, at every depth, with the same value;
     epoch-millisecond dates are the same instants in ISO form; big ids are exact."""
     records = keyed(run_tap(gateway_config(world), ["csam_assets"])[0]["csam_assets"], "asset_id")
@@ -195,7 +198,7 @@ def _assert_same(raw: t.Any, emitted: t.Any, path: str) -> None:
         assert type(raw) is type(emitted), path
 
 
-def test_dates_are_iso_utc(world: Simulator) -> None:
+def test_dates_are_iso_utc(world: SimulatorProcess) -> None:
     asset = next(
         a for a in run_tap(gateway_config(world), ["csam_assets"])[0]["csam_assets"] if a["agent"]
     )
@@ -210,7 +213,7 @@ def test_dates_are_iso_utc(world: Simulator) -> None:
         assert len(value) == len("2026-11-01T00:00:00.000Z")
 
 
-def test_incremental_after_changes(world: Simulator) -> None:
+def test_incremental_after_changes(world: SimulatorProcess) -> None:
     config = gateway_config(world)
     first, states = run_tap(config, ["csam_assets"])
     bookmark = states[-1]["bookmarks"]["csam_assets"]["replication_key_value"]
@@ -227,7 +230,7 @@ def test_incremental_after_changes(world: Simulator) -> None:
 
 
 @pytest.mark.parametrize("field", ["host_id", "hostId"])  # the column's name or Qualys'
-def test_include_fields_and_tag_filter(world: Simulator, field: str) -> None:
+def test_include_fields_and_tag_filter(world: SimulatorProcess, field: str) -> None:
     tag = raw_assets(world)[0]["tagList"]["tag"][0]["tagName"]
     config = gateway_config(world, csam_include_fields=[field], csam_tag_filter=tag)
     assets = run_tap(config, ["csam_assets"])[0]["csam_assets"]
@@ -247,7 +250,7 @@ def test_include_fields_and_tag_filter(world: Simulator, field: str) -> None:
 
 @pytest.mark.parametrize("spelling", ["inventoryListData", "inventory_list_data"])
 def test_inventory_key_spellings(spelling: str) -> None:
-    with Simulator(hosts=6, seed=3, csam_inventory_key=spelling) as sim:
+    with SimulatorProcess(hosts=6, seed=3, csam_inventory_key=spelling) as sim:
         assets = run_tap(gateway_config(sim), ["csam_assets"])[0]["csam_assets"]
     assert assets
     for asset in assets:
@@ -256,19 +259,13 @@ def test_inventory_key_spellings(spelling: str) -> None:
         assert asset["inventory"]["lastUpdated"].endswith("Z")
 
 
-def test_crash_mid_paging_resumes_at_the_last_full_page(world: Simulator, tmp_path: Path) -> None:
+def test_crash_mid_paging_resumes_at_the_last_full_page(
+    world: SimulatorProcess, tmp_path: Path
+) -> None:
     """Kill the tap after its second page; the next run starts after that page, not at 0."""
     config = gateway_config(world, csam_page_size=5)
     world.configure(record_delay_sec=0.05)  # about 0.25 s per page: time to kill it mid-way
-    command = [
-        sys.executable,
-        "-m",
-        "tap_qualys",
-        "--config",
-        write_json(tmp_path / "config.json", config),
-        "--catalog",
-        write_json(tmp_path / "catalog.json", catalog(config, ["csam_assets"])),
-    ]
+    command = tap_command(tmp_path, config, ["csam_assets"])
     before: list[str] = []
     resume_state: dict[str, t.Any] | None = None
     resume_points = 0
@@ -310,7 +307,7 @@ def test_crash_mid_paging_resumes_at_the_last_full_page(world: Simulator, tmp_pa
     assert not JWT_PATTERN.search("".join(before))
 
 
-def test_resume_point_of_another_query_is_ignored(world: Simulator) -> None:
+def test_resume_point_of_another_query_is_ignored(world: SimulatorProcess) -> None:
     state = {
         "bookmarks": {
             "csam_assets": {"resume": {"lastSeenAssetId": 10**12, "query": {"filters": "old"}}}
@@ -320,7 +317,9 @@ def test_resume_point_of_another_query_is_ignored(world: Simulator) -> None:
     assert len(records["csam_assets"]) == len(world.ground_truth("csam_assets"))
 
 
-def test_state_from_before_snake_case_keeps_bookmark_and_resume_point(world: Simulator) -> None:
+def test_state_from_before_snake_case_keeps_bookmark_and_resume_point(
+    world: SimulatorProcess,
+) -> None:
     """A state written with the API's names (``lastModifiedDate``, ``lastSeenAssetId``) by an
     older tap-qualys: the bookmark and the resume point still hold, and are rewritten."""
     config = gateway_config(world, csam_page_size=5)
@@ -357,8 +356,77 @@ def test_state_from_before_snake_case_keeps_bookmark_and_resume_point(world: Sim
     assert "resume" not in final
 
 
+def sim_now(sim: SimulatorProcess) -> datetime:
+    now = sim.admin_get("/admin/clock")["now"]
+    return datetime.fromisoformat(now.replace("Z", "+00:00"))
+
+
+def as_moment(value: str) -> datetime:
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def test_resumed_csam_run_rereads_changes_below_its_resume_point() -> None:
+    """Crash after page 2, assets change, the run resumes: the next run still sees every change.
+
+    Before the fix the resumed run's bookmark moved to the newest change it read (above the
+    resume point), so changes made to assets below the resume point were never read.
+    """
+    with SimulatorProcess(hosts=100, seed=5) as sim:
+        config = gateway_config(sim, csam_page_size=50)
+        # The crash: the state a run leaves after its second page.
+        _, states = run_tap(config, ["csam_assets"])
+        crash = copy.deepcopy(
+            [s for s in states if s["bookmarks"].get("csam_assets", {}).get("resume")][1]
+        )
+        resume = crash["bookmarks"]["csam_assets"]["resume"]
+        assert resume["started"]  # the interrupted run's start is kept with the resume point
+        # The simulated clock runs weeks behind this machine's; in production the run's start
+        # and Qualys' dates share one clock. Put the crash on the simulated clock.
+        crashed_at = sim_now(sim)
+        resume["started"] = crashed_at.isoformat()
+        resume_after = resume["last_seen_asset_id"]
+
+        sim.advance(86400)
+        changed = {
+            a["assetId"]
+            for a in sim.ground_truth("csam_assets")
+            if as_moment(a["lastModifiedDate"]) > crashed_at
+        }
+        below = {a for a in changed if a <= resume_after}
+        assert below, "the advance should change assets below the resume point"
+
+        resumed, states = run_tap(config, ["csam_assets"], state=crash)
+        assert min(a["asset_id"] for a in resumed["csam_assets"]) > resume_after
+        final = states[-1]
+        bookmark = final["bookmarks"]["csam_assets"]["replication_key_value"]
+        assert "resume" not in final["bookmarks"]["csam_assets"]
+        assert as_moment(bookmark) <= crashed_at
+
+        after, _ = run_tap(config, ["csam_assets"], state=final)
+        assert below <= {a["asset_id"] for a in after["csam_assets"]}
+
+
+def test_repeated_resumes_keep_the_first_runs_start() -> None:
+    with SimulatorProcess(hosts=20, seed=3) as sim:
+        config = gateway_config(sim, csam_page_size=5)
+        _, states = run_tap(config, ["csam_assets"])
+        crash = copy.deepcopy(
+            next(s for s in states if s["bookmarks"].get("csam_assets", {}).get("resume"))
+        )
+        crash["bookmarks"]["csam_assets"]["resume"]["started"] = "2026-10-01T00:00:00+00:00"
+        _, states = run_tap(config, ["csam_assets"], state=crash)
+        points = [
+            s["bookmarks"]["csam_assets"]["resume"]
+            for s in states
+            if s["bookmarks"].get("csam_assets", {}).get("resume")
+        ]
+        assert points
+        assert {p["started"] for p in points} == {"2026-10-01T00:00:00+00:00"}
+
+
 @pytest.mark.parametrize("fault", ["error_200", "truncated_200", "drop", "http_503"])
-def test_transient_failures_are_retried(world: Simulator, fault: str) -> None:
+def test_transient_failures_are_retried(world: SimulatorProcess, fault: str) -> None:
     world.configure(faults={fault: 1.0}, fault_budget={fault: 2}, fault_endpoints=["csam_search"])
     world.reset_stats()
     try:
@@ -370,13 +438,14 @@ def test_transient_failures_are_retried(world: Simulator, fault: str) -> None:
     assert_matches_truth(records["csam_assets"], world.ground_truth("csam_assets"))
 
 
-def test_persistent_invalid_json_is_one_clear_error(world: Simulator) -> None:
+def test_persistent_invalid_json_is_one_clear_error(world: SimulatorProcess) -> None:
     world.configure(faults={"truncated_200": 1.0}, fault_endpoints=["csam_search"])
     try:
         with pytest.raises(QualysAPIError) as caught:
             run_tap(gateway_config(world, max_retries=1), ["csam_assets"])
     finally:
-        world.configure(faults={}, fault_endpoints=[])
+        # An empty ``faults`` changes no probability: set this one back to 0 for the next tests.
+        world.configure(faults={"truncated_200": 0}, fault_endpoints=[])
     message = str(caught.value)
     assert message.startswith("csam_assets: POST /rest/2.0/search/am/asset failed after 2 attempts")
     assert "invalid JSON from the gateway" in message
@@ -384,7 +453,33 @@ def test_persistent_invalid_json_is_one_clear_error(world: Simulator) -> None:
     assert not JWT_PATTERN.search(message)
 
 
-def _spend_gateway_window(sim: Simulator, calls: int) -> None:
+def test_non_numeric_last_seen_asset_id_is_retried_then_one_line(
+    world: SimulatorProcess, tmp_path: Path
+) -> None:
+    page = {
+        "responseCode": "SUCCESS",
+        "count": 0,
+        "hasMore": 1,
+        "lastSeenAssetId": "12x",
+        "assetListData": {"asset": []},
+    }
+    config = gateway_config(world, max_retries=1)
+    inject(world, "csam_search", page, times=2)
+    with pytest.raises(QualysAPIError) as caught:
+        run_tap(config, ["csam_assets"])
+    message = str(caught.value)
+    assert "csam_assets" in message
+    assert "failed after 2 attempts: lastSeenAssetId '12x' is not a number" in message
+    assert "\n" not in message
+    # Retried once, then the one line, no traceback, exit code 1.
+    inject(world, "csam_search", page, times=2)
+    result = run_cli(tmp_path, config, ["csam_assets"])
+    assert result.returncode == 1
+    assert "lastSeenAssetId '12x' is not a number" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _spend_gateway_window(sim: SimulatorProcess, calls: int) -> None:
     """Another client of the subscription uses up the gateway's rate window."""
     session = requests.Session()
     token = session.post(sim.url + "/auth", data={
@@ -395,7 +490,7 @@ def _spend_gateway_window(sim: Simulator, calls: int) -> None:
 
 
 def test_gateway_429_waits_as_told() -> None:
-    with Simulator(hosts=20, seed=2, gateway_rate_limit=3, gateway_rate_window=2) as sim:
+    with SimulatorProcess(hosts=20, seed=2, gateway_rate_limit=3, gateway_rate_window=2) as sim:
         _spend_gateway_window(sim, 3)
         records, _ = run_tap(gateway_config(sim, csam_page_size=5), ["csam_assets"])
         truth = sim.ground_truth("csam_assets")
@@ -408,7 +503,7 @@ def test_gateway_429_waits_as_told() -> None:
 
 def test_gateway_calls_are_paced_by_the_rate_headers(caplog: pytest.LogCaptureFixture) -> None:
     """Few calls left in the window: the tap spreads its calls instead of running into 429."""
-    with Simulator(hosts=20, seed=2, gateway_rate_limit=4, gateway_rate_window=2) as sim:
+    with SimulatorProcess(hosts=20, seed=2, gateway_rate_limit=4, gateway_rate_window=2) as sim:
         with caplog.at_level("INFO"):
             records, _ = run_tap(gateway_config(sim, csam_page_size=3), ["csam_assets"])
         truth = sim.ground_truth("csam_assets")

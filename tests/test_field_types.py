@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tap_qualys import qualys_xml
 from tests.simulator.helpers import HL, HLD, KB, call
 
@@ -55,7 +55,9 @@ def numeric_strings(value: Any, key: str = "") -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def records() -> dict[str, list[dict[str, Any]]]:
-    with Simulator(hosts=30, seed=11, detections_per_host=6, kb_size=120, kb_extra=10) as sim:
+    with SimulatorProcess(
+        hosts=30, seed=11, detections_per_host=6, kb_size=120, kb_extra=10
+    ) as sim:
         kb = call(
             sim,
             KB,

@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 import threading
 import typing as t
 
 import pytest
 import requests
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.auth import (
     DEFAULT_TOKEN_LIFETIME,
     GatewayAuthError,
@@ -27,12 +26,11 @@ from tests.gateway_support import (
     GATEWAY_STREAMS,
     JWT_PATTERN,
     PCRS_STREAMS,
-    catalog,
     gateway_config,
     keyed,
     parse_messages,
     run_tap,
-    write_json,
+    tap_command,
 )
 
 if t.TYPE_CHECKING:
@@ -63,19 +61,19 @@ def test_lifetime_prefers_iat_over_our_clock() -> None:
 
 
 @pytest.fixture
-def own_sim() -> t.Iterator[Simulator]:
+def own_sim() -> t.Iterator[SimulatorProcess]:
     """A simulator of the test's own: these tests change token lifetime and faults."""
-    with Simulator(hosts=12, seed=5) as sim:
+    with SimulatorProcess(hosts=12, seed=5) as sim:
         yield sim
 
 
-def _authenticator(sim: Simulator, **kwargs: t.Any) -> GatewayTokenAuthenticator:
+def _authenticator(sim: SimulatorProcess, **kwargs: t.Any) -> GatewayTokenAuthenticator:
     return GatewayTokenAuthenticator(
         gateway_url=sim.url, username=sim.username, password=sim.password, **kwargs
     )
 
 
-def test_one_token_is_shared_by_threads(own_sim: Simulator) -> None:
+def test_one_token_is_shared_by_threads(own_sim: SimulatorProcess) -> None:
     authenticator = _authenticator(own_sim)
     tokens: list[str] = []
     threads = [
@@ -90,7 +88,7 @@ def test_one_token_is_shared_by_threads(own_sim: Simulator) -> None:
     assert own_sim.stats()["requests"]["auth"] == 1
 
 
-def test_invalidate_drops_only_the_rejected_token(own_sim: Simulator) -> None:
+def test_invalidate_drops_only_the_rejected_token(own_sim: SimulatorProcess) -> None:
     authenticator = _authenticator(own_sim)
     first = authenticator.token()
     stale = _request_with(f"Bearer {first}")
@@ -109,7 +107,7 @@ def _request_with(authorization: str) -> requests.PreparedRequest:
     return request
 
 
-def test_bad_password_is_one_clear_error(own_sim: Simulator) -> None:
+def test_bad_password_is_one_clear_error(own_sim: SimulatorProcess) -> None:
     authenticator = GatewayTokenAuthenticator(
         gateway_url=own_sim.url, username=own_sim.username, password="wrong-secret-123"
     )
@@ -121,7 +119,7 @@ def test_bad_password_is_one_clear_error(own_sim: Simulator) -> None:
     assert "wrong-secret-123" not in message
 
 
-def test_a_201_without_a_jwt_is_a_retryable_clear_error(own_sim: Simulator) -> None:
+def test_a_201_without_a_jwt_is_a_retryable_clear_error(own_sim: SimulatorProcess) -> None:
     # error_200 on /auth: HTTP 200 with an empty body, a gateway hiccup the retry policy
     # repeats; its message is what the user reads once the retries are spent.
     own_sim.configure(faults={"error_200": 1.0}, fault_endpoints=["auth"])
@@ -130,7 +128,7 @@ def test_a_201_without_a_jwt_is_a_retryable_clear_error(own_sim: Simulator) -> N
     assert raised.value.verdict.kind is Kind.BACKOFF
 
 
-def test_refreshes_before_expiry(own_sim: Simulator) -> None:
+def test_refreshes_before_expiry(own_sim: SimulatorProcess) -> None:
     # Tokens live 3 s (real time); the sync takes about 6 s. The authenticator renews 0.75 s
     # ahead of expiry (the margin is capped at a quarter of the lifetime): no call sees a 401.
     own_sim.configure(token_lifetime_sec=3.0, record_delay_sec=0.002)
@@ -142,7 +140,7 @@ def test_refreshes_before_expiry(own_sim: Simulator) -> None:
     assert not any("401" in str(status) for status in stats["responses"]["pcrs_posture_info"])
 
 
-def test_expired_token_is_refreshed_once_and_the_call_repeated(own_sim: Simulator) -> None:
+def test_expired_token_is_refreshed_once_and_the_call_repeated(own_sim: SimulatorProcess) -> None:
     # The token expires on the gateway's clock while ours says it is still good (the simulated
     # clock jumps 5 hours): the call gets 401 "JWT expired", is re-sent with a new token, and
     # succeeds.
@@ -163,12 +161,14 @@ def test_expired_token_is_refreshed_once_and_the_call_repeated(own_sim: Simulato
     assert stream.authenticator.tokens_issued == 2
 
 
-def _assert_posture_complete(records: dict[str, list[dict[str, t.Any]]], sim: Simulator) -> None:
+def _assert_posture_complete(
+    records: dict[str, list[dict[str, t.Any]]], sim: SimulatorProcess
+) -> None:
     got = keyed(records["pcrs_posture_info"], "id")
     assert got.keys() == {(r["id"],) for r in sim.ground_truth("pcrs_posture_info")}
 
 
-def test_a_second_401_is_a_credentials_error(own_sim: Simulator) -> None:
+def test_a_second_401_is_a_credentials_error(own_sim: SimulatorProcess) -> None:
     # Every token is expired on arrival: the refresh cannot help, so stop with one clear line.
     own_sim.configure(token_lifetime_sec=0.0)
     with pytest.raises(QualysAPIError) as caught:
@@ -179,19 +179,11 @@ def test_a_second_401_is_a_credentials_error(own_sim: Simulator) -> None:
     assert own_sim.stats()["requests"]["auth"] == 2
 
 
-def test_token_never_appears_in_output(own_sim: Simulator, tmp_path: Path) -> None:
+def test_token_never_appears_in_output(own_sim: SimulatorProcess, tmp_path: Path) -> None:
     """Logs, STATE and error lines of a run that refreshes on 401 and then fails."""
     own_sim.configure(token_lifetime_sec=1.0, record_delay_sec=0.002)
     config = gateway_config(own_sim, token_refresh_margin=0, pcrs_batch_size=5, max_retries=0)
-    command = [
-        sys.executable,
-        "-m",
-        "tap_qualys",
-        "--config",
-        write_json(tmp_path / "config.json", config),
-        "--catalog",
-        write_json(tmp_path / "catalog.json", catalog(config, GATEWAY_STREAMS)),
-    ]
+    command = tap_command(tmp_path, config, GATEWAY_STREAMS)
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     records, states = parse_messages(done.stdout)
     assert records["pcrs_posture_info"]

@@ -1,15 +1,20 @@
-"""Pagers that must end: the stalled-page bound on VM API truncation and CSAM cursors."""
+"""Pagers that must end: the stalled-page bound on VM API truncation and CSAM cursors; next-page
+URLs that cannot be followed; the documented envelope quirks."""
 
 from __future__ import annotations
 
 import logging
+import re
+import typing as t
 from datetime import datetime, timezone
 
 import pytest
 
+from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.client import MAX_STALLED_PAGES, FetchedPage, RecordSpool, TruncationPaginator
 from tap_qualys.retries import QualysAPIError
 from tap_qualys.streams.csam import CsamAssetPaginator, CsamPage
+from tests.gateway_support import gateway_config, run_tap
 
 BASE = "https://qualysapi.qualys.com/api/5.0/fo/asset/host/?action=list&truncation_limit=2"
 
@@ -80,3 +85,41 @@ def test_a_repeated_csam_cursor_fails_at_once() -> None:
     paginator.advance(csam_page(5, 1, 5))
     with pytest.raises(QualysAPIError, match="lastSeenAssetId went from 5 to 5"):
         paginator.advance(csam_page(5, 6))
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://x/api/5.0/fo/asset/host/?action=list&ids=1", "has no id_min"),
+        ("https://x/?action=list&id_min=abc", "has id_min='abc'"),
+    ],
+)
+def test_truncation_paginator_refuses_unusable_urls(url: str, message: str) -> None:
+    paginator = TruncationPaginator(logger=t.cast("t.Any", None), label="hosts: /p")
+    page = type("Page", (), {"next_url": url})()
+    with pytest.raises(QualysAPIError, match=re.escape(message)):
+        paginator.advance(page)
+    assert "action=list" not in message
+
+
+def test_documented_envelope_quirks_lose_nothing() -> None:
+    # §4: truncation URLs that carry parameters we never sent; §8: hasMore as the strings "1"/"0",
+    # and SUCCESS pages with hasMore=1 but no lastSeenAssetId (retried, never taken as the end).
+    with SimulatorProcess(hosts=30, seed=3, kb_page_size=200) as sim:
+        sim.configure(
+            csam_has_more_as_string=True,
+            warning_url_extra_params=True,
+            faults={"csam_no_cursor": 0.3},
+        )
+        config = gateway_config(sim, truncation_limit=7, csam_page_size=10)
+        records, _ = run_tap(config, ["csam_assets", "hosts", "knowledge_base"])
+        assert sim.stats()["faults"].get("csam_no_cursor", 0) > 0
+        for stream, key, truth_key in (
+            ("csam_assets", "asset_id", "assetId"),
+            ("hosts", "id", "ID"),
+            ("knowledge_base", "qid", "QID"),
+        ):
+            loaded = [record[key] for record in records[stream]]
+            assert sorted(loaded) == sorted(r[truth_key] for r in sim.ground_truth(stream)), stream
+        # Following the URL verbatim would have sent details=None: hosts without their OS.
+        assert all(record["os"] for record in records["hosts"])

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sqlite3
 import typing as t
+from datetime import datetime, timedelta
 
 import pytest
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.naming import snake_case
 from tap_qualys.retries import Kind, QualysAPIError, classify_gateway_response
 from tap_qualys.streams.pcrs import (
     CONTROLS_VIEW_SQL,
+    PcrsPoliciesStream,
     PcrsPolicyHostIdsStream,
     PcrsPostureInfoStream,
     read_host_ids,
     read_postures,
 )
 from tap_qualys.tap import TapQualys
-from tests.gateway_support import PCRS_STREAMS, gateway_config, keyed, merged, run_tap
+from tests.gateway_support import PCRS_STREAMS, gateway_config, inject, keyed, merged, run_tap
 
 POSTURE_DATES = (
     "first_fail_date",
@@ -37,13 +40,13 @@ POSTURE_DATES = (
 
 
 @pytest.fixture(scope="module")
-def world() -> t.Iterator[Simulator]:
+def world() -> t.Iterator[SimulatorProcess]:
     """This module's simulator (its clock is moved): 30 hosts, 8 policies (2 inactive)."""
-    with Simulator(hosts=30, seed=7) as sim:
+    with SimulatorProcess(hosts=30, seed=7) as sim:
         yield sim
 
 
-def assert_matches_truth(records: dict[str, list[dict[str, t.Any]]], sim: Simulator) -> None:
+def assert_matches_truth(records: dict[str, list[dict[str, t.Any]]], sim: SimulatorProcess) -> None:
     """Every ground-truth record of the three streams once, with its values, and no extras.
 
     The ground truth has Qualys' keys; the records' top-level keys are snake_case (``naming``).
@@ -61,7 +64,7 @@ def assert_matches_truth(records: dict[str, list[dict[str, t.Any]]], sim: Simula
             assert loaded == expected, (stream, key)
 
 
-def test_full_sync_matches_ground_truth(world: Simulator) -> None:
+def test_full_sync_matches_ground_truth(world: SimulatorProcess) -> None:
     config = gateway_config(world, pcrs_batch_size=4, pcrs_max_concurrency=3)
     world.reset_stats()
     records, _ = run_tap(config, PCRS_STREAMS)
@@ -85,7 +88,7 @@ def test_full_sync_matches_ground_truth(world: Simulator) -> None:
 def test_posture_calls_are_paced_by_the_rate_headers(caplog: pytest.LogCaptureFixture) -> None:
     """Few gateway calls left: parallel postureInfo workers slow down together, and the sync is
     complete."""
-    with Simulator(hosts=20, seed=11, gateway_rate_limit=8, gateway_rate_window=2) as sim:
+    with SimulatorProcess(hosts=20, seed=11, gateway_rate_limit=8, gateway_rate_window=2) as sim:
         config = gateway_config(sim, pcrs_batch_size=4, pcrs_max_concurrency=3)
         with caplog.at_level(logging.INFO):
             records, _ = run_tap(config, PCRS_STREAMS)
@@ -95,7 +98,7 @@ def test_posture_calls_are_paced_by_the_rate_headers(caplog: pytest.LogCaptureFi
     assert "pcrs_posture_info: pacing" in caplog.text
 
 
-def test_posture_records_are_typed(world: Simulator) -> None:
+def test_posture_records_are_typed(world: SimulatorProcess) -> None:
     postures = run_tap(gateway_config(world), PCRS_STREAMS)[0]["pcrs_posture_info"]
     never_failed = [p for p in postures if p["status"] == "Passed" and p["first_fail_date"] is None]
     assert never_failed  # PCRS' "" for a date that never happened is null
@@ -110,7 +113,7 @@ def test_posture_records_are_typed(world: Simulator) -> None:
         assert posture["evidence"] is None  # pcrs_evidence_required is off by default
 
 
-def test_evidence_on_request(world: Simulator) -> None:
+def test_evidence_on_request(world: SimulatorProcess) -> None:
     config = gateway_config(world, pcrs_evidence_required=True)
     postures = run_tap(config, PCRS_STREAMS)[0]["pcrs_posture_info"]
     assert postures
@@ -122,7 +125,7 @@ def test_evidence_on_request(world: Simulator) -> None:
 
 @pytest.mark.parametrize(("compression", "header"), [(True, False), (True, True), (False, False)])
 def test_gzip_with_and_without_content_encoding(
-    world: Simulator, compression: bool, header: bool
+    world: SimulatorProcess, compression: bool, header: bool
 ) -> None:
     world.configure(pcrs_gzip_header=header)
     try:
@@ -133,7 +136,7 @@ def test_gzip_with_and_without_content_encoding(
     assert_matches_truth(records, world)
 
 
-def test_incremental_after_reevaluation(world: Simulator) -> None:
+def test_incremental_after_reevaluation(world: SimulatorProcess) -> None:
     config = gateway_config(world, pcrs_batch_size=6)
     first, states = run_tap(config, PCRS_STREAMS)
     assert states[-1]["bookmarks"]["pcrs_policies"]["replication_key_value"]
@@ -160,15 +163,68 @@ def test_incremental_after_reevaluation(world: Simulator) -> None:
     assert_matches_truth(union, world)
 
 
-def test_postures_alone_still_walk_the_parents(world: Simulator) -> None:
+def test_pcrs_window_overlaps_the_previous_one(
+    world: SimulatorProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[tuple[str, dict[str, t.Any]]] = []
+    real = PcrsPoliciesStream.gateway_call
+
+    def spy(self: t.Any, path: str, parse: t.Any, **kwargs: t.Any) -> t.Any:
+        sent.append((path, dict(kwargs.get("params") or {})))
+        return real(self, path, parse, **kwargs)
+
+    monkeypatch.setattr(PcrsPoliciesStream, "gateway_call", spy)
+    monkeypatch.setattr(PcrsPolicyHostIdsStream, "gateway_call", spy)
+    # The newest evaluation as the bookmark: its policy is listed again within the overlap.
+    newest = max(p["lastEvaluatedDate"] for p in world.ground_truth("pcrs_policies"))
+    moment = datetime.fromisoformat(newest.replace("Z", "+00:00")).replace(microsecond=0)
+    bookmark = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    overlapped = (moment - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    state = {
+        "bookmarks": {
+            "pcrs_policies": {
+                "replication_key": "lastEvaluatedDate",
+                "replication_key_value": bookmark,
+            }
+        }
+    }
+    run_tap(gateway_config(world), PCRS_STREAMS, state=copy.deepcopy(state))
+    windows = {p.get("lastEvaluationDate") or p.get("lastScanDate") for _, p in sent}
+    assert windows == {overlapped}  # 24 hours before the bookmark
+    assert any(path == PcrsPolicyHostIdsStream.path for path, _ in sent)
+
+    sent.clear()
+    run_tap(gateway_config(world, pcrs_overlap_hours=0), PCRS_STREAMS, state=state)
+    assert {p.get("lastEvaluationDate") or p.get("lastScanDate") for _, p in sent} == {bookmark}
+
+
+def test_postures_alone_still_walk_the_parents(world: SimulatorProcess) -> None:
     records, _ = run_tap(gateway_config(world), ["pcrs_posture_info"])
     assert set(records) == {"pcrs_posture_info"}
     truth = world.ground_truth("pcrs_posture_info")
     assert keyed(records["pcrs_posture_info"], "id").keys() == {(r["id"],) for r in truth}
 
 
+def test_filtered_host_ids_never_lose_other_hosts_postures(world: SimulatorProcess) -> None:
+    config = gateway_config(world)
+    full, _ = run_tap(config, PCRS_STREAMS)
+    per_policy: dict[int, list[int]] = {}
+    for row in full["pcrs_policy_host_ids"]:
+        per_policy.setdefault(row["policy_id"], []).append(row["host_id"])
+    # Filter out each policy's *last* host: it carried the policy's postures before the fix.
+    last_hosts = {hosts[-1] for hosts in per_policy.values()}
+    expression = " and ".join(f"host_id != {h}" for h in sorted(last_hosts))
+    filtered, _ = run_tap(
+        {**config, "stream_maps": {"pcrs_policy_host_ids": {"__filter__": expression}}},
+        PCRS_STREAMS,
+    )
+    expected = {p["id"] for p in full["pcrs_posture_info"] if p["host_id"] not in last_hosts}
+    assert expected
+    assert {p["id"] for p in filtered.get("pcrs_posture_info", [])} == expected
+
+
 @pytest.mark.parametrize("fault", ["error_200", "truncated_200", "drop", "http_503"])
-def test_transient_posture_failures_are_retried(world: Simulator, fault: str) -> None:
+def test_transient_posture_failures_are_retried(world: SimulatorProcess, fault: str) -> None:
     world.configure(
         faults={fault: 1.0}, fault_budget={fault: 2}, fault_endpoints=["pcrs_posture_info"]
     )
@@ -182,7 +238,7 @@ def test_transient_posture_failures_are_retried(world: Simulator, fault: str) ->
 
 
 def test_unknown_policy_warns_and_yields_nothing(
-    world: Simulator, caplog: pytest.LogCaptureFixture
+    world: SimulatorProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     tap = TapQualys(config=gateway_config(world))
     stream = t.cast("PcrsPolicyHostIdsStream", tap.streams["pcrs_policy_host_ids"])
@@ -191,6 +247,17 @@ def test_unknown_policy_warns_and_yields_nothing(
         assert list(stream.get_records(context)) == []
     assert "policy 999: Qualys answered" in caplog.text
     assert "does not exist" in caplog.text
+
+
+def test_non_numeric_host_id_is_retried_then_one_line(world: SimulatorProcess) -> None:
+    answer = [{"policyId": "1", "subscriptionId": "1", "hostIds": ["123", "12a"]}]
+    inject(world, "pcrs_hostids", answer, times=2)
+    with pytest.raises(QualysAPIError) as caught:
+        run_tap(gateway_config(world, max_retries=1), PCRS_STREAMS)
+    message = str(caught.value)
+    assert message.startswith("pcrs_policy_host_ids: GET /pcrs/5.0/posture/hostids failed")
+    assert "host id '12a' is not a number" in message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize(
@@ -226,7 +293,7 @@ def test_429_waits_exactly_what_the_gateway_says() -> None:
         assert (verdict.kind, verdict.wait) == (Kind.RATE_LIMIT, 7.0)
 
 
-def test_controls_view_normalizes_postures(world: Simulator) -> None:
+def test_controls_view_normalizes_postures(world: SimulatorProcess) -> None:
     """The documented controls query: one row per control and technology, texts filled."""
     postures = run_tap(gateway_config(world), PCRS_STREAMS)[0]["pcrs_posture_info"]
     columns = sorted({key for record in postures for key in record})
@@ -254,7 +321,7 @@ def test_controls_view_normalizes_postures(world: Simulator) -> None:
     assert all(row[2] and row[3] and row[4] and row[5] for row in rows)
 
 
-def test_refused_parameters_fail_with_qualys_text(world: Simulator) -> None:
+def test_refused_parameters_fail_with_qualys_text(world: SimulatorProcess) -> None:
     """400 with a Qualys code and 404 for a bad flag are not retried, and say what was wrong."""
     tap = TapQualys(config=gateway_config(world))
     stream = t.cast("PcrsPolicyHostIdsStream", tap.streams["pcrs_policy_host_ids"])
@@ -282,7 +349,7 @@ def test_every_gateway_stream_through_a_fault_storm() -> None:
         "slow_first_byte": 0.06,
     }
     endpoints = ["csam_search", "pcrs_policy_list", "pcrs_hostids", "pcrs_posture_info"]
-    with Simulator(hosts=40, seed=3) as sim:
+    with SimulatorProcess(hosts=40, seed=3) as sim:
         sim.configure(
             faults=storm,
             fault_endpoints=endpoints,

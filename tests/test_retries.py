@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing as t
+
 import pytest
 import requests
 
@@ -17,6 +19,11 @@ from tap_qualys.retries import (
     classify_response,
     pacing_delay,
 )
+from tap_qualys.tap import TapQualys
+from tests.conftest import tap_config
+
+if t.TYPE_CHECKING:
+    from qualys_simulator.testing import SimulatorProcess
 
 
 @pytest.mark.parametrize(
@@ -169,6 +176,58 @@ def test_unknown_exceptions_propagate_unchanged() -> None:
     policy = RetryPolicy(max_retries=5, sleep=lambda _: None)
     with pytest.raises(KeyError):
         policy.run(Script(KeyError("x")), label="l", stats=RequestStats())
+
+
+def rate_limited(wait: float) -> FailedAttempt:
+    verdict = classify_response(
+        409,
+        1965,
+        "This API cannot be run again for another 23 hours, 59 minutes and 0 seconds.",
+        {"X-RateLimit-ToWait-Sec": str(wait)},
+    )
+    assert verdict.kind is Kind.RATE_LIMIT
+    return FailedAttempt(verdict)
+
+
+def test_a_day_long_rate_limit_wait_fails_at_once() -> None:
+    sleeps: list[float] = []
+    policy = RetryPolicy(max_retries=5, sleep=sleeps.append)
+    attempt = Script(rate_limited(86340))
+    with pytest.raises(QualysAPIError) as caught:
+        policy.run(attempt, label="host_detections: /api/5.0/x", stats=RequestStats())
+    message = str(caught.value)
+    assert sleeps == []
+    assert attempt.calls == 1
+    assert message.startswith("host_detections: /api/5.0/x failed: Qualys asked to wait 86340 s")
+    assert "(23 h 59 min)" in message
+    assert "max_rate_limit_wait" in message
+    assert "\n" not in message
+
+
+def test_rate_limit_waits_up_to_the_limit_are_waited_out() -> None:
+    sleeps: list[float] = []
+    paused: list[float] = []
+    policy = RetryPolicy(max_retries=5, sleep=sleeps.append, max_rate_limit_wait=60)
+    attempt = Script(rate_limited(60), rate_limited(5))
+    stats = RequestStats()
+    assert policy.run(attempt, label="l", stats=stats, on_rate_limit=paused.append) == "ok"
+    assert sleeps == [60, 5]
+    assert paused == [60, 5]
+    assert stats.rate_409s == 2
+    # None: no limit, whatever Qualys says.
+    unlimited = RetryPolicy(max_retries=1, sleep=sleeps.append, max_rate_limit_wait=None)
+    assert unlimited.run(Script(rate_limited(86340)), label="l", stats=RequestStats()) == "ok"
+    assert sleeps[-1] == 86340
+
+
+def test_max_rate_limit_wait_setting_reaches_every_stream(sim: SimulatorProcess) -> None:
+    default: dict[str, t.Any] = TapQualys(config=tap_config(sim), validate_config=False).streams
+    assert {s.retry_policy.max_rate_limit_wait for s in default.values()} == {3600}
+    raised: dict[str, t.Any] = TapQualys(
+        config=tap_config(sim, max_rate_limit_wait=90000), validate_config=False
+    ).streams
+    assert {s.retry_policy.max_rate_limit_wait for s in raised.values()} == {90000}
+    assert TapQualys.config_jsonschema["properties"]["max_rate_limit_wait"]["default"] == 3600
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from qualys_simulator import vm_params
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.tap import TapQualys
 from tests.gateway_support import gateway_config, run_tap
 
@@ -20,8 +20,8 @@ MITRE = ("mitre_tactic_name", "mitre_technique_name", "mitre_tactic_id", "mitre_
 
 
 @pytest.fixture(scope="module")
-def world() -> t.Iterator[Simulator]:
-    with Simulator(hosts=20, seed=5, detections_per_host=8) as sim:
+def world() -> t.Iterator[SimulatorProcess]:
+    with SimulatorProcess(hosts=20, seed=5, detections_per_host=8) as sim:
         yield sim
 
 
@@ -34,7 +34,7 @@ def _lower(record: dict[str, t.Any]) -> dict[str, t.Any]:
     return {k.lower(): v for k, v in record.items()}
 
 
-def test_the_tap_asks_for_arf_mitre_and_ars_by_default(world: Simulator) -> None:
+def test_the_tap_asks_for_arf_mitre_and_ars_by_default(world: SimulatorProcess) -> None:
     detections = _params(gateway_config(world), "host_detections")
     assert detections["show_arf_data"] == 1
     assert detections["mitre_attack_details"] == 1
@@ -45,7 +45,7 @@ def test_the_tap_asks_for_arf_mitre_and_ars_by_default(world: Simulator) -> None
     assert hosts["show_ars_factors"] == 1
 
 
-def test_every_parameter_the_tap_sends_is_a_documented_one(world: Simulator) -> None:
+def test_every_parameter_the_tap_sends_is_a_documented_one(world: SimulatorProcess) -> None:
     config = gateway_config(world, tag_set_include=[1], detection_host_tags=True)
     for stream, endpoint in (("hosts", "host_list"), ("host_detections", "host_detection"),
                              ("knowledge_base", "knowledge_base")):
@@ -54,7 +54,7 @@ def test_every_parameter_the_tap_sends_is_a_documented_one(world: Simulator) -> 
         assert sent <= set(table), f"{stream}: {sorted(sent - set(table))} not documented"
 
 
-def test_new_fields_match_the_ground_truth(world: Simulator) -> None:
+def test_new_fields_match_the_ground_truth(world: SimulatorProcess) -> None:
     records, _ = run_tap(gateway_config(world), HOSTS)
     truth = {(r["HOST_ID"], r["UNIQUE_VULN_ID"]): _lower(r)
              for r in world.ground_truth("host_detections")}
@@ -77,7 +77,7 @@ def test_new_fields_match_the_ground_truth(world: Simulator) -> None:
         assert len(record["ars_factors"]["vuln_count"]) == 4
 
 
-def test_detection_host_tags_setting_puts_tags_on_each_detection(world: Simulator) -> None:
+def test_detection_host_tags_setting_puts_tags_on_each_detection(world: SimulatorProcess) -> None:
     records, _ = run_tap(gateway_config(world, detection_host_tags=True), HOSTS)
     tags_by_host = {h["id"]: h["tags"] for h in records["hosts"]}
     detections = records["host_detections"]
@@ -86,7 +86,7 @@ def test_detection_host_tags_setting_puts_tags_on_each_detection(world: Simulato
         assert record["host_tags"] == tags_by_host[record["host_id"]]
 
 
-def test_settings_turn_the_new_fields_off(world: Simulator) -> None:
+def test_settings_turn_the_new_fields_off(world: SimulatorProcess) -> None:
     config = gateway_config(world, show_arf_data=False, mitre_attack_details=False,
                             show_trurisk=False)
     assert "show_arf_data" not in _params(config, "host_detections") or not _params(
@@ -126,7 +126,7 @@ def _sent(config: dict[str, t.Any], stream_name: str) -> set[str]:
 
 
 def test_the_parameter_page_lists_every_parameter_and_what_the_tap_sends(
-    world: Simulator,
+    world: SimulatorProcess,
 ) -> None:
     tables = _doc_tables()
     everything = gateway_config(world, start_date="2020-01-01T00:00:00Z", id_min=1, id_max=9,

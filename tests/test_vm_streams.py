@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -16,19 +17,22 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import requests
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.singerlib import RecordMessage
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.client import FetchedPage, RecordSpool, TruncationPaginator, record_line_parts
 from tap_qualys.retries import QualysAPIError
-from tap_qualys.streams.vm import HostDetectionsStream
+from tap_qualys.streams.vm import HostDetectionsStream, HostsStream
 from tap_qualys.tap import TapQualys
 from tests.conftest import tap_config
+from tests.gateway_support import inject, run_cli
 
 Records = dict[str, list[dict[str, t.Any]]]
 
 HLD_PATH = "/api/5.0/fo/asset/host/vm/detection/"
+HOST_LIST_PATH = "/api/5.0/fo/asset/host/"
 
 
 VM_STREAMS = ("knowledge_base", "hosts", "host_detections")
@@ -91,7 +95,7 @@ def assert_matches_truth(emitted: list[dict], truth: list[dict], *keys: str) -> 
         assert actual == expected, key
 
 
-def assert_complete(records: Records, sim: Simulator) -> None:
+def assert_complete(records: Records, sim: SimulatorProcess) -> None:
     assert_matches_truth(records.get("hosts", []), sim.ground_truth("hosts"), "id")
     assert_matches_truth(
         records.get("host_detections", []),
@@ -102,13 +106,13 @@ def assert_complete(records: Records, sim: Simulator) -> None:
 
 
 @pytest.fixture(scope="module")
-def world() -> t.Iterator[Simulator]:
+def world() -> t.Iterator[SimulatorProcess]:
     """A simulator of this module's own, since its clock is moved."""
-    with Simulator(hosts=40, seed=11) as sim:
+    with SimulatorProcess(hosts=40, seed=11) as sim:
         yield sim
 
 
-def test_full_then_incremental_sync(world: Simulator) -> None:
+def test_full_then_incremental_sync(world: SimulatorProcess) -> None:
     config = tap_config(world, host_batch_size=7, hosts_overlap_minutes=0, kb_overlap_days=0)
     first, states = run_tap(config)
 
@@ -163,7 +167,7 @@ def test_full_then_incremental_sync(world: Simulator) -> None:
     assert len(got - {r["qid"] for r in first["knowledge_base"]}) == change["new_qids"]
 
 
-def test_bookmark_moves_only_after_every_detection_batch(world: Simulator) -> None:
+def test_bookmark_moves_only_after_every_detection_batch(world: SimulatorProcess) -> None:
     # More faults than one batch's retries: an error document that keeps coming is fatal.
     config = tap_config(world, host_batch_size=5, max_retries=1)
     world.configure(fault_budget={"error_200": 20}, fault_endpoints=["host_detection"])
@@ -179,16 +183,16 @@ def test_bookmark_moves_only_after_every_detection_batch(world: Simulator) -> No
 
 
 @pytest.fixture
-def fresh() -> t.Iterator[Simulator]:
+def fresh() -> t.Iterator[SimulatorProcess]:
     """A small simulator per test, for fault and limit scenarios."""
-    with Simulator(hosts=25, seed=5, kb_size=200, kb_extra=20) as sim:
+    with SimulatorProcess(hosts=25, seed=5, kb_size=200, kb_extra=20) as sim:
         yield sim
 
 
 HOSTS = ("hosts", "host_detections")
 
 
-def test_concurrency_and_rate_409s_are_waited_out(fresh: Simulator) -> None:
+def test_concurrency_and_rate_409s_are_waited_out(fresh: SimulatorProcess) -> None:
     fresh.configure(
         fault_budget={"conflict_1960": 2, "conflict_1965": 1}, fault_endpoints=["host_detection"]
     )
@@ -202,7 +206,7 @@ def test_concurrency_and_rate_409s_are_waited_out(fresh: Simulator) -> None:
     assert time.monotonic() - started >= 5  # the simulator's ToWait for an injected 1965
 
 
-def test_another_tool_holding_a_slot_costs_at_most_one_409(fresh: Simulator) -> None:
+def test_another_tool_holding_a_slot_costs_at_most_one_409(fresh: SimulatorProcess) -> None:
     fresh.configure(held_slots={"host_detection": 1})
     records, _ = run_tap(tap_config(fresh, host_batch_size=3), streams=HOSTS)
     assert_complete(records, fresh)
@@ -210,7 +214,9 @@ def test_another_tool_holding_a_slot_costs_at_most_one_409(fresh: Simulator) -> 
     assert responses.get("409/1960", 0) <= 1
 
 
-def test_dropped_and_truncated_bodies_are_refetched_without_duplicates(fresh: Simulator) -> None:
+def test_dropped_and_truncated_bodies_are_refetched_without_duplicates(
+    fresh: SimulatorProcess,
+) -> None:
     fresh.configure(
         fault_budget={"drop": 2, "truncated_200": 2},
         fault_endpoints=["host_detection", "host_list"],
@@ -220,7 +226,7 @@ def test_dropped_and_truncated_bodies_are_refetched_without_duplicates(fresh: Si
     assert_complete(records, fresh)  # keyed() fails on any duplicate
 
 
-def test_detection_batches_use_every_allowed_slot(fresh: Simulator) -> None:
+def test_detection_batches_use_every_allowed_slot(fresh: SimulatorProcess) -> None:
     # The simulator sleeps per host it writes (a slow Qualys), so batches overlap only if the
     # tap really runs them in parallel. The speedup itself is measured by `python -m benchmarks`.
     fresh.configure(record_delay_sec=0.05)
@@ -236,7 +242,7 @@ def test_detection_batches_use_every_allowed_slot(fresh: Simulator) -> None:
 
 
 def test_a_probe_learns_the_limit_so_the_first_batches_already_run_in_parallel(
-    fresh: Simulator,
+    fresh: SimulatorProcess,
 ) -> None:
     # Four batches, four slots. Without the probe the limit is 1 until the first batch answers,
     # the window of batches in flight is sized from that, and the first round runs 3 at most.
@@ -251,7 +257,7 @@ def test_a_probe_learns_the_limit_so_the_first_batches_already_run_in_parallel(
 
 
 def test_simple_return_on_200_fails_in_one_line_without_secrets(
-    fresh: Simulator, tmp_path: t.Any
+    fresh: SimulatorProcess, tmp_path: t.Any
 ) -> None:
     fresh.configure(fault_budget={"error_200": 20}, fault_endpoints=["host_detection"])
     config_file = tmp_path / "config.json"
@@ -285,7 +291,7 @@ def test_simple_return_on_200_fails_in_one_line_without_secrets(
     assert '"stream": "host_detections", "record"' not in result.stdout
 
 
-def test_malformed_xml_is_not_emitted(fresh: Simulator) -> None:
+def test_malformed_xml_is_not_emitted(fresh: SimulatorProcess) -> None:
     fresh.configure(fault_budget={"malformed_xml": 1}, fault_endpoints=["host_detection"])
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(Exception, match="host_detections"):
@@ -295,7 +301,7 @@ def test_malformed_xml_is_not_emitted(fresh: Simulator) -> None:
     )
 
 
-def test_second_run_without_changes_fetches_no_hosts(fresh: Simulator) -> None:
+def test_second_run_without_changes_fetches_no_hosts(fresh: SimulatorProcess) -> None:
     config = tap_config(fresh, hosts_overlap_minutes=0)
     first, states = run_tap(config, streams=HOSTS)
     assert len(first["hosts"]) == 25
@@ -305,6 +311,82 @@ def test_second_run_without_changes_fetches_no_hosts(fresh: Simulator) -> None:
     assert "host_detections" not in second
     assert fresh.stats()["requests"].get("host_detection", 0) == 0
     assert second_states[-1]["bookmarks"]["hosts"] == states[-1]["bookmarks"]["hosts"]
+
+
+def host_ids(sim: SimulatorProcess) -> list[int]:
+    return sorted(h["ID"] for h in sim.ground_truth("hosts"))
+
+
+@pytest.mark.parametrize(
+    ("case", "keep"),
+    [
+        # The 5th host closes the first batch of 5: before the fix, that batch was dropped.
+        ("batch boundary", lambda ids: [i for i in ids if i != ids[4]]),
+        # The last host flushes the final batch: filtered, the final batch was dropped.
+        ("last host", lambda ids: ids[:-1]),
+        # Every host after the 7th filtered: the final partial batch has to flush anyway.
+        ("tail filtered", lambda ids: ids[:7]),
+        ("first host", lambda ids: ids[1:]),
+        ("one host kept", lambda ids: ids[9:10]),
+    ],
+)
+def test_filtered_hosts_never_lose_other_hosts_detections(
+    world: SimulatorProcess, case: str, keep: t.Callable[[list[int]], list[int]]
+) -> None:
+    """Reviewer's case: batches of 5, a __filter__ on hosts."""
+    ids = host_ids(world)
+    kept = keep(ids)
+    dropped = sorted(set(ids) - set(kept))
+    expression = " and ".join(f"id != {i}" for i in dropped)
+    config = tap_config(world, host_batch_size=5, stream_maps={"hosts": {"__filter__": expression}})
+    records, states = run_tap(config, streams=HOSTS)
+    assert sorted(h["id"] for h in records["hosts"]) == kept, case
+    # A filtered host's detections are not wanted; every other host's are all there.
+    wanted = [d for d in world.ground_truth("host_detections") if d["HOST_ID"] in kept]
+    assert_matches_truth(records.get("host_detections", []), wanted, "host_id", "unique_vuln_id")
+    assert states[-1]["bookmarks"]["hosts"]["vm_processed_after"]
+
+
+def first_call_params(config: dict[str, t.Any], name: str) -> dict[str, t.Any]:
+    """The parameters VM stream ``name`` sends on its first call."""
+    stream = t.cast("HostsStream | HostDetectionsStream", vm_tap(config).streams[name])
+    return stream.qualys_params(None)
+
+
+def test_detections_include_ignored_and_disabled_by_default(world: SimulatorProcess) -> None:
+    params = first_call_params(tap_config(world), "host_detections")
+    assert params["include_ignored"] == 1
+    assert params["include_disabled"] == 1
+    off = tap_config(world, include_ignored=False, include_disabled=False)
+    params = first_call_params(off, "host_detections")
+    assert params["include_ignored"] == 0
+    assert params["include_disabled"] == 0
+    # The simulator (like Qualys) accepts both: a sync with them sent is complete.
+    world.reset_stats()
+    records, _ = run_tap(tap_config(world, host_batch_size=7), streams=HOSTS)
+    assert_complete(records, world)
+    assert not [k for k in world.stats()["responses"].get("host_detection", {}) if k != "200"]
+
+
+def test_hosts_carry_trurisk_by_default(world: SimulatorProcess) -> None:
+    params = first_call_params(tap_config(world), "hosts")
+    assert params["show_trurisk"] == 1
+    assert params["show_trurisk_factors"] == 1
+    records, _ = run_tap(tap_config(world), streams=["hosts"])
+    hosts = records["hosts"]
+    assert len(hosts) == len(host_ids(world))
+    assert all(isinstance(h["trurisk_score"], int) for h in hosts)
+    assert any(h["trurisk_score_factors"] for h in hosts)
+
+
+def test_show_trurisk_off_for_consultant_subscriptions() -> None:
+    with SimulatorProcess(hosts=5, seed=2, consultant=True) as sim:
+        config = tap_config(sim, show_qds=False, show_qds_factors=False, max_retries=0)
+        with pytest.raises(QualysAPIError, match="1901"):
+            run_tap(config, streams=["hosts"])
+        records, _ = run_tap({**config, "show_trurisk": False}, streams=["hosts"])
+        assert len(records["hosts"]) == 5
+        assert all(h["trurisk_score"] is None for h in records["hosts"])
 
 
 def test_truncation_paginator_follows_id_min_and_fails_when_it_cannot() -> None:
@@ -332,6 +414,69 @@ def test_truncation_paginator_follows_id_min_and_fails_when_it_cannot() -> None:
     paginator = TruncationPaginator(logging.getLogger("test"))
     paginator.advance(page(None))  # no WARNING: the last page
     assert paginator.finished
+
+
+def host_list_page(sim: SimulatorProcess) -> str:
+    """A real truncated Host List page (2 hosts and a WARNING 1980) from the simulator."""
+    response = requests.post(
+        sim.url + HOST_LIST_PATH,
+        data={"action": "list", "truncation_limit": 2, "details": "Basic"},
+        auth=(sim.username, sim.password),
+        headers={"X-Requested-With": "test"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    assert "<WARNING>" in response.text
+    assert re.search(r"id_min=\d+", response.text)
+    return response.text
+
+
+def test_truncation_url_without_id_min_fails_the_stream(
+    world: SimulatorProcess, tmp_path: Path
+) -> None:
+    page = re.sub(r"&id_min=\d+", "&marker_param=zzz", host_list_page(world))
+    config = tap_config(world, max_retries=0)
+    inject(world, "host_list", page.encode(), times=1, content_type="text/xml")
+    with pytest.raises(QualysAPIError, match="next-page URL has no id_min") as caught:
+        run_tap(config, streams=HOSTS)
+    assert str(caught.value).startswith(f"hosts: {HOST_LIST_PATH} failed")
+
+    inject(world, "host_list", page.encode(), times=1, content_type="text/xml")
+    result = run_cli(tmp_path, config, HOSTS)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "marker_param" not in result.stderr  # the URL is not logged
+    _, states = parse_messages(result.stdout)
+    assert not any(s["bookmarks"].get("hosts", {}).get("vm_processed_after") for s in states)
+
+
+def test_truncation_id_min_that_does_not_advance_fails_the_stream(world: SimulatorProcess) -> None:
+    page = host_list_page(world)
+    id_min = re.search(r"id_min=(\d+)", page)
+    assert id_min
+    inject(world, "host_list", page.encode(), times=2, content_type="text/xml")
+    with pytest.raises(QualysAPIError, match=f"id_min {id_min[1]} does not advance"):
+        run_tap(tap_config(world, max_retries=0), streams=["hosts"])
+
+
+def test_a_day_long_towait_on_a_good_answer_is_not_slept(
+    world: SimulatorProcess, tmp_path: Path
+) -> None:
+    """A 200 carrying ToWait above the limit: keep the page, do not sleep for a day."""
+    last_page = re.sub(r"<WARNING>.*?</WARNING>", "", host_list_page(world), flags=re.S)
+    inject(
+        world,
+        "host_list",
+        last_page.encode(),
+        times=1,
+        content_type="text/xml",
+        headers={"X-RateLimit-ToWait-Sec": "86340"},
+    )
+    result = run_cli(tmp_path, tap_config(world), ["hosts"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    records, _ = parse_messages(result.stdout)
+    assert len(records["hosts"]) == 2
+    assert "above max_rate_limit_wait" in result.stderr
 
 
 def test_record_spool_keeps_order_and_moves_to_disk_when_large() -> None:
@@ -381,7 +526,7 @@ def test_record_line_parts_write_what_the_sdk_writes(version: int | None) -> Non
 
 
 def test_detections_written_as_encoded_lines_equal_the_sdk_path(
-    world: Simulator, monkeypatch: pytest.MonkeyPatch
+    world: SimulatorProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fast path (spooled JSON written as it is) emits exactly what the SDK's path does."""
     config = tap_config(world, host_batch_size=7)
@@ -392,7 +537,7 @@ def test_detections_written_as_encoded_lines_equal_the_sdk_path(
     assert len(fast["host_detections"]) == len(world.ground_truth("host_detections"))
 
 
-def test_batch_messages_hold_every_detection(world: Simulator, tmp_path: Path) -> None:
+def test_batch_messages_hold_every_detection(world: SimulatorProcess, tmp_path: Path) -> None:
     """With batch_config the SDK writes BATCH files from the records: never the fast path."""
     config = tap_config(
         world,
@@ -424,7 +569,7 @@ def test_batch_messages_hold_every_detection(world: Simulator, tmp_path: Path) -
     )
 
 
-def test_a_stream_map_on_detections_takes_the_sdk_path(world: Simulator) -> None:
+def test_a_stream_map_on_detections_takes_the_sdk_path(world: SimulatorProcess) -> None:
     config = tap_config(
         world,
         host_batch_size=7,
@@ -448,7 +593,7 @@ def test_tls_needs_the_ca_bundle_unless_verification_is_off(tmp_path: Path) -> N
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
-    with Simulator(hosts=5, seed=2, tls_cert=str(cert), tls_key=str(key)) as tls:
+    with SimulatorProcess(hosts=5, seed=2, tls_cert=str(cert), tls_key=str(key)) as tls:
         assert tls.url.startswith("https://")
         with pytest.raises(Exception, match="SSL"):
             run_tap(tap_config(tls, max_retries=0), streams=("hosts",))

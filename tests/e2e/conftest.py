@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in {"true", "1"}
@@ -141,7 +141,7 @@ class Pipeline:
 
     session: MeltanoSession
     workdir: Path
-    sim: Simulator
+    sim: SimulatorProcess
     env: dict[str, str]
     runs: int = 0
 
@@ -182,7 +182,7 @@ class Pipeline:
 
 
 @pytest.fixture
-def sim(request: pytest.FixtureRequest) -> Iterator[Simulator]:
+def sim(request: pytest.FixtureRequest) -> Iterator[SimulatorProcess]:
     """A small but non-trivial subscription: paging, IGs, fixed detections, CSAM, PCRS.
 
     A test can change the options with `@pytest.mark.parametrize("sim", [{...}], indirect=True)`.
@@ -196,12 +196,12 @@ def sim(request: pytest.FixtureRequest) -> Iterator[Simulator]:
         "policies": 4,
         **getattr(request, "param", {}),
     }
-    with Simulator(**options) as simulator:
+    with SimulatorProcess(**options) as simulator:
         yield simulator
 
 
 @pytest.fixture
-def pipeline(meltano_session: MeltanoSession, sim: Simulator, tmp_path: Path) -> Pipeline:
+def pipeline(meltano_session: MeltanoSession, sim: SimulatorProcess, tmp_path: Path) -> Pipeline:
     env = meltano_session.base_env()
     env.update(
         MELTANO_DATABASE_URI=f"sqlite:///{tmp_path / 'meltano.db'}",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.e2e.conftest import (
     REPO,
     MeltanoSession,
@@ -86,7 +86,7 @@ def test_every_readme_shell_block_runs(meltano_session: MeltanoSession, tmp_path
     project = project_copy(tmp_path / "project")
     timings: list[str] = []
     with (
-        Simulator(hosts=40, seed=7, detections_per_host=5, policies=3) as sim,
+        SimulatorProcess(hosts=40, seed=7, detections_per_host=5, policies=3) as sim,
         # Directly under /tmp: the cluster runs as the user postgres, which cannot enter pytest's
         # private temporary directories.
         tempfile.TemporaryDirectory(prefix="readme-postgres-") as cluster_dir,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.naming import snake_case
 from tests.e2e.loaded import STREAMS, compare_stream, sqlite_rows
 
@@ -61,12 +61,12 @@ LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} [\d:,]+ \| (?P<level>[A-Z]+)\s*\| (?P
                       r"(?P<message>.*)$")
 
 
-def simulator(**options: Any) -> Simulator:
+def simulator(**options: Any) -> SimulatorProcess:
     """A simulator that knows the recognizable password; not started."""
-    return Simulator(username=USERNAME, password=PASSWORD, **options)
+    return SimulatorProcess(username=USERNAME, password=PASSWORD, **options)
 
 
-def tap_config(sim: Simulator, **overrides: Any) -> dict[str, Any]:
+def tap_config(sim: SimulatorProcess, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "username": sim.username, "password": sim.password,
         "api_server": sim.url, "gateway_url": sim.url, **SMALL_TAP,
@@ -251,7 +251,7 @@ class Running:
 class Pipeline:
     """One test's pipeline: its simulator, its target database, its run directories."""
 
-    def __init__(self, sim: Simulator, workdir: Path, **tap_overrides: Any) -> None:
+    def __init__(self, sim: SimulatorProcess, workdir: Path, **tap_overrides: Any) -> None:
         self.sim = sim
         self.workdir = workdir
         self.database = workdir / "target.db"

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.reliability.errors import assert_one_clear_line, has_traceback
 from tests.reliability.harness import SMALL_WORLD, Pipeline, simulator
 
@@ -26,7 +26,7 @@ WRONG_PASSWORD = "Wr0ng-Pa55word-PLUGH"
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
+def sim() -> Iterator[SimulatorProcess]:
     with simulator(**SMALL_WORLD) as running:
         yield running
 
@@ -38,7 +38,7 @@ SYSTEM_CA_ENV = {"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
                  "CURL_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}
 
 
-def failed_run(sim: Simulator, tmp_path: Path, *, streams: tuple[str, ...] = ("hosts",),
+def failed_run(sim: SimulatorProcess, tmp_path: Path, *, streams: tuple[str, ...] = ("hosts",),
                env: dict[str, str] | None = None, **config: Any) -> Any:
     pipeline = Pipeline(sim, tmp_path, max_retries=2)
     return pipeline.run(config=pipeline.config(**config), streams=streams, timeout=180,
@@ -49,7 +49,7 @@ def failed_run(sim: Simulator, tmp_path: Path, *, streams: tuple[str, ...] = ("h
     (("hosts",), "hosts"), (("knowledge_base",), "knowledge_base"),
     (("csam_assets",), "csam_assets"), (("pcrs_policies",), "pcrs_policies"),
 ])
-def test_wrong_password(sim: Simulator, tmp_path: Path, streams: tuple[str, ...],
+def test_wrong_password(sim: SimulatorProcess, tmp_path: Path, streams: tuple[str, ...],
                         stream_name: str) -> None:
     result = failed_run(sim, tmp_path, streams=streams, password=WRONG_PASSWORD)
     line = assert_one_clear_line(result, names=("password",))
@@ -58,31 +58,31 @@ def test_wrong_password(sim: Simulator, tmp_path: Path, streams: tuple[str, ...]
     assert sim.stats()["responses"], line
 
 
-def test_web_ui_address_instead_of_the_api_server(sim: Simulator, tmp_path: Path) -> None:
+def test_web_ui_address_instead_of_the_api_server(sim: SimulatorProcess, tmp_path: Path) -> None:
     result = failed_run(sim, tmp_path, api_server="https://qualysguard.qg2.apps.qualys.com")
     assert_one_clear_line(result, names=("api_server", "qualysapi.qg2.apps.qualys.com"))
 
 
-def test_unknown_platform(sim: Simulator, tmp_path: Path) -> None:
+def test_unknown_platform(sim: SimulatorProcess, tmp_path: Path) -> None:
     result = failed_run(sim, tmp_path, platform="US_99", api_server=None, gateway_url=None)
     assert_one_clear_line(result, names=("platform", "US_99"), says=("US_01",))
 
 
 @pytest.mark.parametrize("start_date", ["2025-13-45", "last tuesday", "31/01/2025"])
-def test_malformed_start_date(sim: Simulator, tmp_path: Path, start_date: str) -> None:
+def test_malformed_start_date(sim: SimulatorProcess, tmp_path: Path, start_date: str) -> None:
     result = failed_run(sim, tmp_path, start_date=start_date)
     assert_one_clear_line(result, names=("start_date",), says=(start_date,))
 
 
 @pytest.mark.parametrize("setting", ["host_batch_size", "truncation_limit", "max_retries",
                                      "csam_page_size", "pcrs_batch_size"])
-def test_negative_sizes(sim: Simulator, tmp_path: Path, setting: str) -> None:
+def test_negative_sizes(sim: SimulatorProcess, tmp_path: Path, setting: str) -> None:
     negative: dict[str, Any] = {setting: -5}
     result = failed_run(sim, tmp_path, **negative)
     assert_one_clear_line(result, names=(setting,))
 
 
-def test_configuration_errors_print_no_traceback(sim: Simulator, tmp_path: Path) -> None:
+def test_configuration_errors_print_no_traceback(sim: SimulatorProcess, tmp_path: Path) -> None:
     result = failed_run(sim, tmp_path, start_date="last tuesday")
     assert not has_traceback(result), result.describe()
 
@@ -116,7 +116,7 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def tls_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Simulator, Path]]:
+def tls_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimulatorProcess, Path]]:
     cert, key = self_signed_certificate(tmp_path_factory.mktemp("tls"))
     with simulator(**SMALL_WORLD, tls_cert=cert, tls_key=key) as running:
         assert running.url.startswith("https://"), running.url
@@ -124,14 +124,14 @@ def tls_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Simulato
 
 
 @pytest.mark.parametrize("stream", ["hosts", "csam_assets"])
-def test_untrusted_certificate_points_at_ca_bundle(tls_sim: tuple[Simulator, Path],
+def test_untrusted_certificate_points_at_ca_bundle(tls_sim: tuple[SimulatorProcess, Path],
                                                    tmp_path: Path, stream: str) -> None:
     sim, _ = tls_sim
     result = failed_run(sim, tmp_path, streams=(stream,), env=NO_CA_ENV)
     assert_one_clear_line(result, names=("ca_bundle",), says=("certificate", "TLS", "SSL"))
 
 
-def test_untrusted_certificate_is_not_retried(tls_sim: tuple[Simulator, Path],
+def test_untrusted_certificate_is_not_retried(tls_sim: tuple[SimulatorProcess, Path],
                                               tmp_path: Path) -> None:
     """Verification fails the same way every time: retrying only delays the message."""
     sim, _ = tls_sim
@@ -141,7 +141,7 @@ def test_untrusted_certificate_is_not_retried(tls_sim: tuple[Simulator, Path],
 
 
 @pytest.mark.parametrize("env", [NO_CA_ENV, SYSTEM_CA_ENV], ids=["plain", "REQUESTS_CA_BUNDLE"])
-def test_ca_bundle_makes_the_same_server_work(tls_sim: tuple[Simulator, Path],
+def test_ca_bundle_makes_the_same_server_work(tls_sim: tuple[SimulatorProcess, Path],
                                               tmp_path: Path, env: dict[str, str]) -> None:
     sim, cert = tls_sim
     streams = ("hosts", "host_detections", "csam_assets")

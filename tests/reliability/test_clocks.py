@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import requests
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.reliability.errors import assert_one_clear_line, has_traceback
 from tests.reliability.harness import (
     SMALL_WORLD,
@@ -45,12 +45,12 @@ FUTURE = "2099-01-01T00:00:00Z"
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
+def sim() -> Iterator[SimulatorProcess]:
     with simulator(**SMALL_WORLD) as running:
         yield running
 
 
-def run_tap_alone(sim: Simulator, directory: Path, state_text: str) -> RunResult:
+def run_tap_alone(sim: SimulatorProcess, directory: Path, state_text: str) -> RunResult:
     """`tap-qualys --state` with a state file written verbatim (garbage included)."""
     directory.mkdir()
     (directory / "tap-config.json").write_text(json.dumps(tap_config(sim)))
@@ -64,7 +64,7 @@ def run_tap_alone(sim: Simulator, directory: Path, state_text: str) -> RunResult
     return RunResult(directory, process.returncode, None, False, time.monotonic() - started)
 
 
-def assert_refused_before_any_call(sim: Simulator, result: RunResult,
+def assert_refused_before_any_call(sim: SimulatorProcess, result: RunResult,
                                    names: tuple[str, ...]) -> str:
     line = assert_one_clear_line(result, names=names, says=("meltano state",))
     assert not has_traceback(result), result.describe()
@@ -79,7 +79,7 @@ def assert_refused_before_any_call(sim: Simulator, result: RunResult,
     ("csam_assets", "replication_key_value", "2099-01-01T00:00:00.000Z"),
     ("pcrs_policies", "replication_key_value", FUTURE),
 ])
-def test_a_stored_bookmark_in_the_future_is_refused(sim: Simulator, tmp_path: Path,
+def test_a_stored_bookmark_in_the_future_is_refused(sim: SimulatorProcess, tmp_path: Path,
                                                     stream: str, key: str, value: str) -> None:
     sim.reset_stats()
     state = {"bookmarks": {stream: {key: value}}}
@@ -97,7 +97,7 @@ def test_a_stored_bookmark_in_the_future_is_refused(sim: Simulator, tmp_path: Pa
     ('{"bookmarks": {"csam_assets": {"replication_key_value": "x", "resume": {}}}}',
      ("csam_assets", "'x'")),
 ], ids=["garbage", "a-list", "yesterday", "a-number", "csam-garbage"])
-def test_a_bad_state_is_one_line_naming_file_or_stream(sim: Simulator, tmp_path: Path,
+def test_a_bad_state_is_one_line_naming_file_or_stream(sim: SimulatorProcess, tmp_path: Path,
                                                         state_text: str,
                                                         names: tuple[str, ...]) -> None:
     sim.reset_stats()
@@ -105,7 +105,7 @@ def test_a_bad_state_is_one_line_naming_file_or_stream(sim: Simulator, tmp_path:
     assert_refused_before_any_call(sim, result, names=names)
 
 
-def _host_list_dated(sim: Simulator, when: str) -> bytes:
+def _host_list_dated(sim: SimulatorProcess, when: str) -> bytes:
     """A real Host List answer (every host, one page, the fields the tap asks for) at ``when``."""
     response = requests.post(
         sim.url + "/api/5.0/fo/asset/host/",

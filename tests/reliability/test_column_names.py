@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.naming import GATEWAY_SCHEMAS, snake_case
 from tests.reliability.harness import ALL_STREAMS, GATEWAY_STREAMS, Pipeline, simulator
 
@@ -30,7 +30,7 @@ KEY_COLUMNS = {
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
+def sim() -> Iterator[SimulatorProcess]:
     with simulator(hosts=30, seed=7) as world:
         yield world
 
@@ -43,7 +43,9 @@ def columns(database: Path, table: str) -> list[str]:
         connection.close()
 
 
-def test_every_column_is_snake_case_and_the_data_is_qualys(sim: Simulator, tmp_path: Path) -> None:
+def test_every_column_is_snake_case_and_the_data_is_qualys(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     pipeline = Pipeline(sim, tmp_path, csam_page_size=7, pcrs_batch_size=4)
     pipeline.sync()
     for stream in GATEWAY_STREAMS:
@@ -73,7 +75,9 @@ def test_every_column_is_snake_case_and_the_data_is_qualys(sim: Simulator, tmp_p
     pipeline.assert_ground_truth(ALL_STREAMS, "after a full run")
 
 
-def test_a_state_with_the_old_names_keeps_its_bookmarks(sim: Simulator, tmp_path: Path) -> None:
+def test_a_state_with_the_old_names_keeps_its_bookmarks(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     pipeline = Pipeline(sim, tmp_path, csam_page_size=7)
     first = pipeline.sync(streams=GATEWAY_STREAMS)
     state = first.last_state

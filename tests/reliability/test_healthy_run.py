@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.e2e.test_pipeline import readme_queries
 from tests.reliability.harness import ALL_STREAMS, LOG_LINE, Pipeline, RunResult, simulator
 
@@ -33,13 +33,13 @@ MISLEADING = (
 
 
 @pytest.fixture(scope="module")
-def demo_sim() -> Iterator[Simulator]:
+def demo_sim() -> Iterator[SimulatorProcess]:
     with simulator(hosts=100, seed=7) as sim:
         yield sim
 
 
 @pytest.fixture
-def pipeline(demo_sim: Simulator, tmp_path: Path) -> Pipeline:
+def pipeline(demo_sim: SimulatorProcess, tmp_path: Path) -> Pipeline:
     # The demo's settings: Meltano passes none but the credentials and the simulator's URLs.
     return Pipeline(demo_sim, tmp_path, truncation_limit=None, host_batch_size=None,
                     csam_page_size=None, pcrs_batch_size=None)

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.reliability.errors import assert_one_clear_line, has_traceback
 from tests.reliability.harness import (
     SMALL_TAP,
@@ -45,7 +45,7 @@ XML = "text/xml; charset=UTF-8"
 
 @dataclass
 class Baseline:
-    sim: Simulator
+    sim: SimulatorProcess
     database: Path
     state: dict[str, Any]
 
@@ -65,7 +65,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Baseline]:
 # --- payloads ----------------------------------------------------------------------------------
 
 
-def vm_document(sim: Simulator, path: str, **params: str) -> bytes:
+def vm_document(sim: SimulatorProcess, path: str, **params: str) -> bytes:
     """A real answer of the simulator, to edit."""
     response = requests.post(sim.url + path, data={"action": "list", **params},
                              auth=(sim.username, sim.password),
@@ -74,7 +74,7 @@ def vm_document(sim: Simulator, path: str, **params: str) -> bytes:
     return response.content
 
 
-def host_list(sim: Simulator) -> bytes:
+def host_list(sim: SimulatorProcess) -> bytes:
     # Every host in one answer, with the fields the tap asks for.
     return vm_document(sim, HOST_LIST, details="All", truncation_limit="0", show_asset_id="1",
                        show_tags="1", show_cloud_tags="1", host_metadata="all",
@@ -82,7 +82,7 @@ def host_list(sim: Simulator) -> bytes:
                        show_ars_factors="1")
 
 
-def first_batch_detections(sim: Simulator) -> bytes:
+def first_batch_detections(sim: SimulatorProcess) -> bytes:
     """The answer to the tap's first detection batch: its first host_batch_size hosts."""
     ids = sorted(record["ID"] for record in sim.ground_truth("hosts"))
     batch = ",".join(str(i) for i in ids[: SMALL_TAP["host_batch_size"]])

@@ -14,20 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.client import MAX_STALLED_PAGES
 from tests.reliability.errors import assert_one_clear_line, has_traceback
 from tests.reliability.harness import SMALL_WORLD, VM_STREAMS, Pipeline, simulator
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
+def sim() -> Iterator[SimulatorProcess]:
     with simulator(**SMALL_WORLD) as running:
         yield running
 
 
 @pytest.fixture
-def stalled(sim: Simulator) -> Iterator[Simulator]:
+def stalled(sim: SimulatorProcess) -> Iterator[SimulatorProcess]:
     sim.reset_stats()
     yield sim
     sim.configure(faults={"stalled_pager": 0.0}, fault_endpoints=[])
@@ -39,8 +39,8 @@ def stalled(sim: Simulator) -> Iterator[Simulator]:
     ("knowledge_base", "knowledge_base"),
     ("host_detection", "host_detections"),
 ])
-def test_a_pager_that_never_ends_is_stopped(stalled: Simulator, tmp_path: Path, endpoint: str,
-                                            stream: str) -> None:
+def test_a_pager_that_never_ends_is_stopped(stalled: SimulatorProcess, tmp_path: Path,
+                                            endpoint: str, stream: str) -> None:
     stalled.configure(faults={"stalled_pager": 1.0}, fault_endpoints=[endpoint])
     # One detection batch at a time, so that exactly one batch meets the stalled pages.
     result = Pipeline(stalled, tmp_path, max_concurrency=1).run(streams=(stream,), timeout=120)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.reliability.errors import assert_one_clear_line, has_traceback
 from tests.reliability.harness import PASSWORD, SMALL_WORLD, Pipeline, simulator
 
@@ -68,7 +68,7 @@ def recorder() -> Iterator[Recorder]:
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
+def sim() -> Iterator[SimulatorProcess]:
     with simulator(**SMALL_WORLD) as running:
         yield running
 
@@ -81,7 +81,7 @@ def sim() -> Iterator[Simulator]:
     ("csam_search", 302, ("csam_assets",), "/rest/2.0/search/am/asset"),  # the bearer token
 ])
 def test_a_redirect_to_another_server_is_never_followed(
-        sim: Simulator, recorder: Recorder, tmp_path: Path, endpoint: str, status: int,
+        sim: SimulatorProcess, recorder: Recorder, tmp_path: Path, endpoint: str, status: int,
         streams: tuple[str, ...], path: str) -> None:
     target = recorder.url + path
     sim.admin_post("/admin/inject", {"clear": True})
@@ -107,7 +107,7 @@ def test_a_redirect_to_another_server_is_never_followed(
     assert pending[0]["remaining"] == 49, pending
 
 
-def test_plain_http_to_another_host_is_refused(sim: Simulator, tmp_path: Path) -> None:
+def test_plain_http_to_another_host_is_refused(sim: SimulatorProcess, tmp_path: Path) -> None:
     pipeline = Pipeline(sim, tmp_path)
     for setting in ("api_server", "gateway_url"):
         url = "http://qualysapi.example.com"
@@ -164,7 +164,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_path_prefix_in_the_urls_is_kept(sim: Simulator, tmp_path: Path) -> None:
+def test_a_path_prefix_in_the_urls_is_kept(sim: SimulatorProcess, tmp_path: Path) -> None:
     proxy = _PrefixProxy(sim.url)
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()

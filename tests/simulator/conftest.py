@@ -4,11 +4,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
+def sim() -> Iterator[SimulatorProcess]:
     """A small simulator shared by the read-only tests of one module."""
-    with Simulator(hosts=40, seed=11, detections_per_host=6, kb_size=300, kb_extra=40) as s:
+    with SimulatorProcess(hosts=40, seed=11, detections_per_host=6, kb_size=300, kb_extra=40) as s:
         yield s

@@ -8,7 +8,7 @@ from typing import Any
 import requests
 from lxml import etree
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 
 DTD_DIR = Path(__file__).parent / "dtd"
 HLD = "/api/5.0/fo/asset/host/vm/detection/"
@@ -24,7 +24,7 @@ LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Window-Sec", "X-RateLimit-Rem
                  "X-Concurrency-Limit-Running")
 
 
-def call(sim: Simulator, path: str, params: dict[str, Any] | None = None, *,
+def call(sim: SimulatorProcess, path: str, params: dict[str, Any] | None = None, *,
          method: str = "POST", auth: tuple[str, str] | None = None, xrw: bool = True,
          stream: bool = False, headers: dict[str, str] | None = None,
          cookies: dict[str, str] | None = None, timeout: float = 120,
@@ -52,7 +52,7 @@ def simple_return(response: requests.Response) -> tuple[str | None, str]:
     return root.findtext("RESPONSE/CODE"), root.findtext("RESPONSE/TEXT") or ""
 
 
-def follow(sim: Simulator, path: str, params: dict[str, Any]) -> list[etree._Element]:
+def follow(sim: SimulatorProcess, path: str, params: dict[str, Any]) -> list[etree._Element]:
     """Every page of a paged list, re-sending our own parameters with the next id_min."""
     pages = []
     current = dict(params)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import requests
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.simulator.helpers import HL, HLD, KB, LIMIT_HEADERS, call, simple_return
 
 
-def test_basic_auth_required(sim: Simulator) -> None:
+def test_basic_auth_required(sim: SimulatorProcess) -> None:
     for path in (HL, HLD, KB):
         response = requests.post(sim.url + path, data={"action": "list"},
                                  headers={"X-Requested-With": "t"}, timeout=30)
@@ -16,13 +16,13 @@ def test_basic_auth_required(sim: Simulator) -> None:
         assert simple_return(response)[1] == "Bad Login/Password"
 
 
-def test_bad_password_is_401(sim: Simulator) -> None:
+def test_bad_password_is_401(sim: SimulatorProcess) -> None:
     response = call(sim, HL, auth=(sim.username, "wrong"))
     assert response.status_code == 401
     assert "X-RateLimit-Limit" in response.headers
 
 
-def test_x_requested_with_is_mandatory(sim: Simulator) -> None:
+def test_x_requested_with_is_mandatory(sim: SimulatorProcess) -> None:
     response = call(sim, HLD, xrw=False)
     assert response.status_code == 400
     code, text = simple_return(response)
@@ -31,13 +31,13 @@ def test_x_requested_with_is_mandatory(sim: Simulator) -> None:
 
 
 def test_custom_credentials() -> None:
-    with Simulator(hosts=3, username="ab2cd", password="pw") as s:
+    with SimulatorProcess(hosts=3, username="ab2cd", password="pw") as s:
         assert s.username == "ab2cd"
         assert call(s, HL).status_code == 200
         assert call(s, HL, auth=("qa_sim_user", "sim-password")).status_code == 401
 
 
-def test_session_login_cookie_logout(sim: Simulator) -> None:
+def test_session_login_cookie_logout(sim: SimulatorProcess) -> None:
     url = sim.url + "/api/2.0/fo/session/"
     headers = {"X-Requested-With": "t"}
     bad = requests.post(url, data={"action": "login", "username": sim.username,
@@ -60,7 +60,7 @@ def test_session_login_cookie_logout(sim: Simulator) -> None:
     assert after.status_code == 401
 
 
-def test_version_endpoints_need_auth(sim: Simulator) -> None:
+def test_version_endpoints_need_auth(sim: SimulatorProcess) -> None:
     headers = {"X-Requested-With": "t"}
     portal = requests.get(sim.url + "/qps/rest/portal/version", headers=headers, timeout=30)
     assert portal.status_code == 401
@@ -74,11 +74,11 @@ def test_version_endpoints_need_auth(sim: Simulator) -> None:
     assert b"<ABOUT>" in about.content
 
 
-def test_unknown_path_is_404(sim: Simulator) -> None:
+def test_unknown_path_is_404(sim: SimulatorProcess) -> None:
     assert call(sim, "/api/5.0/fo/nothing/").status_code == 404
 
 
-def test_x_requested_with_only_on_fo_paths(sim: Simulator) -> None:
+def test_x_requested_with_only_on_fo_paths(sim: SimulatorProcess) -> None:
     auth = (sim.username, sim.password)
     # The version checks need only Basic auth (doc §11).
     portal = requests.get(sim.url + "/qps/rest/portal/version", auth=auth, timeout=30)
@@ -96,7 +96,7 @@ def test_x_requested_with_only_on_fo_paths(sim: Simulator) -> None:
     assert "Set-Cookie" not in login.headers
 
 
-def test_session_answers_carry_limit_headers(sim: Simulator) -> None:
+def test_session_answers_carry_limit_headers(sim: SimulatorProcess) -> None:
     url = sim.url + "/api/2.0/fo/session/"
     headers = {"X-Requested-With": "t"}
     session = requests.Session()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import requests
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 
 
 def test_each_gateway_call_moves_the_clock_and_expires_tokens_on_it() -> None:
-    with Simulator(hosts=3, seed=2) as sim:
+    with SimulatorProcess(hosts=3, seed=2) as sim:
         sim.configure(token_lifetime_sec=1000, gateway_clock_step_sec=300)
         token = requests.post(sim.url + "/auth", data={
             "username": sim.username, "password": sim.password, "token": "true"}, timeout=30).text

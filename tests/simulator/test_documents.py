@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.simulator.helpers import ALL_STATUSES, HL, HLD, KB, call, dtd, xml
 
 FULL_HOST = {"details": "All", "show_asset_id": "1", "show_tags": "1", "show_cloud_tags": "1",
@@ -18,7 +18,7 @@ FULL_KB = {"details": "All", "show_disabled_flag": "1", "show_qid_change_log": "
            "show_supported_modules_info": "1", "show_pci_reasons": "1", "echo_request": "1"}
 
 
-def test_knowledge_base_is_valid_against_dtd(sim: Simulator) -> None:
+def test_knowledge_base_is_valid_against_dtd(sim: SimulatorProcess) -> None:
     sim.advance(86400, kb_modified_fraction=0.5)  # so CHANGE_LOG_LIST appears
     response = call(sim, KB, FULL_KB)
     root = xml(response)
@@ -35,7 +35,7 @@ def test_knowledge_base_is_valid_against_dtd(sim: Simulator) -> None:
     assert "<p>" in diagnosis
 
 
-def test_host_list_is_valid_against_dtd(sim: Simulator) -> None:
+def test_host_list_is_valid_against_dtd(sim: SimulatorProcess) -> None:
     root = xml(call(sim, HL, FULL_HOST))
     assert dtd("host_list.dtd").validate(root), dtd("host_list.dtd").error_log
     assert root.find("REQUEST/PARAM_LIST/PARAM") is not None
@@ -44,7 +44,7 @@ def test_host_list_is_valid_against_dtd(sim: Simulator) -> None:
         assert root.find(f".//HOST/{element}") is not None, element
 
 
-def test_host_list_detection_is_valid_against_dtd(sim: Simulator) -> None:
+def test_host_list_detection_is_valid_against_dtd(sim: SimulatorProcess) -> None:
     root = xml(call(sim, HLD, FULL_DETECTION))
     assert dtd("host_list_detection.dtd").validate(root), dtd("host_list_detection.dtd").error_log
     types = {d.findtext("TYPE") for d in root.iterfind(".//DETECTION")}
@@ -56,12 +56,12 @@ def test_host_list_detection_is_valid_against_dtd(sim: Simulator) -> None:
         assert root.find(f".//HOST//{element}") is not None, element
 
 
-def test_simple_return_is_valid_against_dtd(sim: Simulator) -> None:
+def test_simple_return_is_valid_against_dtd(sim: SimulatorProcess) -> None:
     for response in (call(sim, HLD, {"bogus": "1"}), call(sim, HL, auth=("x", "y"))):
         assert dtd("simple_return.dtd").validate(xml(response))
 
 
-def test_results_escaping_round_trips(sim: Simulator) -> None:
+def test_results_escaping_round_trips(sim: SimulatorProcess) -> None:
     response = call(sim, HLD, FULL_DETECTION)
     results = [r.text or "" for r in xml(response).iterfind(".//RESULTS")]
     joined = "\n".join(results)
@@ -75,7 +75,7 @@ def test_results_escaping_round_trips(sim: Simulator) -> None:
     assert b"]]]]><![CDATA[>" in response.content
 
 
-def test_text_styles_and_self_closed_elements(sim: Simulator) -> None:
+def test_text_styles_and_self_closed_elements(sim: SimulatorProcess) -> None:
     raw = call(sim, HLD, FULL_DETECTION).content
     assert b"<OS>\n  <![CDATA[" in raw  # padded CDATA
     assert b"<OS><![CDATA[" in raw  # bare CDATA
@@ -84,14 +84,14 @@ def test_text_styles_and_self_closed_elements(sim: Simulator) -> None:
     assert raw.startswith(b'<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE ')
 
 
-def test_document_ends_with_response_then_root(sim: Simulator) -> None:
+def test_document_ends_with_response_then_root(sim: SimulatorProcess) -> None:
     for path, root_name in ((HLD, "HOST_LIST_VM_DETECTION_OUTPUT"), (HL, "HOST_LIST_OUTPUT"),
                             (KB, "KNOWLEDGE_BASE_VULN_LIST_OUTPUT")):
         body = call(sim, path).content
         assert body.rstrip().endswith(f"</RESPONSE>\n</{root_name}>".encode())
 
 
-def test_doctype_can_be_switched_off(sim: Simulator) -> None:
+def test_doctype_can_be_switched_off(sim: SimulatorProcess) -> None:
     sim.configure(doctype=False)
     try:
         assert b"<!DOCTYPE" not in call(sim, HL).content
@@ -100,7 +100,7 @@ def test_doctype_can_be_switched_off(sim: Simulator) -> None:
     assert b"<!DOCTYPE HOST_LIST_OUTPUT" in call(sim, HL).content
 
 
-def test_details_levels(sim: Simulator) -> None:
+def test_details_levels(sim: SimulatorProcess) -> None:
     none = xml(call(sim, HL, {"details": "None"})).find(".//HOST")
     assert none is not None
     assert [c.tag for c in none] == ["ID"]
@@ -114,7 +114,7 @@ def test_details_levels(sim: Simulator) -> None:
     assert kb_none.find("TITLE") is not None
 
 
-def test_non_ascii_is_utf8_on_the_wire(sim: Simulator) -> None:
+def test_non_ascii_is_utf8_on_the_wire(sim: SimulatorProcess) -> None:
     response = call(sim, HL, {"show_tags": "1", "truncation_limit": "0"})
     assert "Müller".encode() in response.content  # raw UTF-8, not character references
     assert "Müller &amp; Söhne &lt;EU&gt;".encode() in response.content  # escaped text style
@@ -123,14 +123,14 @@ def test_non_ascii_is_utf8_on_the_wire(sim: Simulator) -> None:
     assert response.headers["Content-Type"] == "text/xml; charset=UTF-8"
 
 
-def test_lxml_parse_of_streamed_body_is_incremental(sim: Simulator) -> None:
+def test_lxml_parse_of_streamed_body_is_incremental(sim: SimulatorProcess) -> None:
     response = call(sim, HLD, FULL_DETECTION, stream=True)
     assert response.headers.get("Transfer-Encoding") == "chunked"
     hosts = sum(1 for _ in etree.iterparse(response.raw, tag="HOST"))
     assert hosts > 0
 
 
-def test_knowledge_base_cvss_v4_varies(sim: Simulator) -> None:
+def test_knowledge_base_cvss_v4_varies(sim: SimulatorProcess) -> None:
     """Doc §5: CVSS_V4 (new in 2026, shape unsure) on some QIDs, with varying sub-elements."""
     root = xml(call(sim, KB, {"details": "All"}))
     assert dtd("knowledge_base.dtd").validate(root), dtd("knowledge_base.dtd").error_log

@@ -9,23 +9,24 @@ import pytest
 import requests
 from lxml import etree
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.simulator.helpers import HL, HLD, KB, LIMIT_HEADERS, call, simple_return, xml
 
 BIG = {"truncation_limit": "0", "show_results": "1"}
 
 
 @pytest.fixture(scope="module")
-def faulty() -> Iterator[Simulator]:
-    with Simulator(hosts=60, seed=9, detections_per_host=10, fault_endpoints="host_detection") as s:
+def faulty() -> Iterator[SimulatorProcess]:
+    with SimulatorProcess(hosts=60, seed=9, detections_per_host=10,
+                          fault_endpoints="host_detection") as s:
         yield s
 
 
-def _next_call_with(sim: Simulator, fault: str) -> None:
+def _next_call_with(sim: SimulatorProcess, fault: str) -> None:
     sim.configure(fault_budget={fault: 1})
 
 
-def test_http_503_then_recovers(faulty: Simulator) -> None:
+def test_http_503_then_recovers(faulty: SimulatorProcess) -> None:
     _next_call_with(faulty, "http_503")
     maintenance = call(faulty, HLD)
     assert maintenance.status_code == 503
@@ -36,7 +37,7 @@ def test_http_503_then_recovers(faulty: Simulator) -> None:
     assert faulty.stats()["faults"]["http_503"] == 1
 
 
-def test_injected_409s(faulty: Simulator) -> None:
+def test_injected_409s(faulty: SimulatorProcess) -> None:
     _next_call_with(faulty, "conflict_1960")
     response = call(faulty, HLD)
     assert response.status_code == 409
@@ -56,7 +57,7 @@ def test_injected_409s(faulty: Simulator) -> None:
     assert call(faulty, HLD).status_code == 200
 
 
-def test_connection_dropped_mid_body(faulty: Simulator) -> None:
+def test_connection_dropped_mid_body(faulty: SimulatorProcess) -> None:
     _next_call_with(faulty, "drop")
     response = call(faulty, HLD, BIG, stream=True)
     assert response.status_code == 200
@@ -73,7 +74,7 @@ def test_connection_dropped_mid_body(faulty: Simulator) -> None:
     assert faulty.stats()["running"] == {}
 
 
-def test_error_document_with_status_200(faulty: Simulator) -> None:
+def test_error_document_with_status_200(faulty: SimulatorProcess) -> None:
     _next_call_with(faulty, "error_200")
     response = call(faulty, HLD)
     assert response.status_code == 200
@@ -81,7 +82,7 @@ def test_error_document_with_status_200(faulty: Simulator) -> None:
     assert code is not None
 
 
-def test_truncated_body_with_incident_signature(faulty: Simulator) -> None:
+def test_truncated_body_with_incident_signature(faulty: SimulatorProcess) -> None:
     _next_call_with(faulty, "truncated_200")
     response = call(faulty, HLD, BIG)
     assert response.status_code == 200
@@ -90,7 +91,7 @@ def test_truncated_body_with_incident_signature(faulty: Simulator) -> None:
     assert len(response.content) < len(call(faulty, HLD, BIG).content)
 
 
-def test_malformed_xml(faulty: Simulator) -> None:
+def test_malformed_xml(faulty: SimulatorProcess) -> None:
     _next_call_with(faulty, "malformed_xml")
     response = call(faulty, HLD, BIG)
     assert response.status_code == 200
@@ -99,7 +100,7 @@ def test_malformed_xml(faulty: Simulator) -> None:
     xml(call(faulty, HLD, BIG))  # the next one parses
 
 
-def test_invalid_characters_in_text(faulty: Simulator) -> None:
+def test_invalid_characters_in_text(faulty: SimulatorProcess) -> None:
     _next_call_with(faulty, "invalid_chars")
     response = call(faulty, HLD, BIG)
     assert response.status_code == 200
@@ -112,7 +113,7 @@ def test_invalid_characters_in_text(faulty: Simulator) -> None:
     assert len(repaired.findall(".//HOST")) == len(xml(call(faulty, HLD, BIG)).findall(".//HOST"))
 
 
-def test_slow_first_byte(faulty: Simulator) -> None:
+def test_slow_first_byte(faulty: SimulatorProcess) -> None:
     faulty.configure(fault_budget={"slow_first_byte": 1}, slow_first_byte_sec=1.0)
     started = time.monotonic()
     assert call(faulty, HLD).status_code == 200
@@ -122,7 +123,7 @@ def test_slow_first_byte(faulty: Simulator) -> None:
     assert time.monotonic() - started < 1.0
 
 
-def test_record_delay_makes_the_server_slow(faulty: Simulator) -> None:
+def test_record_delay_makes_the_server_slow(faulty: SimulatorProcess) -> None:
     faulty.configure(record_delay_sec=0.02)
     try:
         started = time.monotonic()
@@ -134,7 +135,7 @@ def test_record_delay_makes_the_server_slow(faulty: Simulator) -> None:
     assert elapsed >= 20 * 0.02
 
 
-def test_fault_endpoints_limit_where_faults_land(faulty: Simulator) -> None:
+def test_fault_endpoints_limit_where_faults_land(faulty: SimulatorProcess) -> None:
     faulty.configure(faults={"http_503": 1.0})
     try:
         assert call(faulty, HL).status_code == 200
@@ -144,13 +145,13 @@ def test_fault_endpoints_limit_where_faults_land(faulty: Simulator) -> None:
         faulty.configure(faults={"http_503": 0.0})
 
 
-def test_unknown_fault_is_rejected(faulty: Simulator) -> None:
+def test_unknown_fault_is_rejected(faulty: SimulatorProcess) -> None:
     with pytest.raises(RuntimeError, match="unknown fault"):
         faulty.configure(faults={"gremlins": 0.5})
 
 
 def _outcomes(seed: int) -> list[int]:
-    with Simulator(hosts=10, seed=seed, fault=["http_503=0.5", "error_200=0.3"]) as s:
+    with SimulatorProcess(hosts=10, seed=seed, fault=["http_503=0.5", "error_200=0.3"]) as s:
         statuses = []
         for _ in range(24):
             response = call(s, HL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.simulator.helpers import (
     ALL_STATUSES,
     HL,
@@ -20,11 +20,11 @@ from tests.simulator.helpers import (
 )
 
 
-def _ids(sim: Simulator) -> list[int]:
+def _ids(sim: SimulatorProcess) -> list[int]:
     return [h["ID"] for h in sim.ground_truth("hosts")]
 
 
-def test_ids_list_and_ranges(sim: Simulator) -> None:
+def test_ids_list_and_ranges(sim: SimulatorProcess) -> None:
     ids = _ids(sim)
     wanted = f"{ids[0]},{ids[5]}-{ids[8]},{ids[-1]}"
     got = host_ids([xml(call(sim, HL, {"ids": wanted}))])
@@ -35,13 +35,13 @@ def test_ids_list_and_ranges(sim: Simulator) -> None:
     assert got
 
 
-def test_id_min_id_max(sim: Simulator) -> None:
+def test_id_min_id_max(sim: SimulatorProcess) -> None:
     ids = _ids(sim)
     got = host_ids([xml(call(sim, HL, {"id_min": str(ids[3]), "id_max": str(ids[10])}))])
     assert got == ids[3:11]
 
 
-def test_status_filter_and_default(sim: Simulator) -> None:
+def test_status_filter_and_default(sim: SimulatorProcess) -> None:
     truth = sim.ground_truth("host_detections")
     for status in ("New", "Active", "Fixed", "Re-Opened"):
         got = detection_records([xml(call(sim, HLD, {"status": status, "show_igs": "1",
@@ -51,7 +51,7 @@ def test_status_filter_and_default(sim: Simulator) -> None:
     assert {d["STATUS"] for d in default} == {"New", "Active", "Re-Opened"}
 
 
-def test_information_gathered_only_with_show_igs(sim: Simulator) -> None:
+def test_information_gathered_only_with_show_igs(sim: SimulatorProcess) -> None:
     base = {"status": ALL_STATUSES, "truncation_limit": "0"}
     without = detection_records([xml(call(sim, HLD, base))])
     with_igs = detection_records([xml(call(sim, HLD, {**base, "show_igs": "1"}))])
@@ -60,7 +60,7 @@ def test_information_gathered_only_with_show_igs(sim: Simulator) -> None:
     assert [d for d in with_igs if d["TYPE"] != "Info"] == without
 
 
-def test_qids_and_severities(sim: Simulator) -> None:
+def test_qids_and_severities(sim: SimulatorProcess) -> None:
     base = {"status": ALL_STATUSES, "truncation_limit": "0", "show_igs": "1"}
     everything = xml(call(sim, HLD, base))
     qid = int(everything.findtext(".//DETECTION/QID") or 0)
@@ -72,7 +72,7 @@ def test_qids_and_severities(sim: Simulator) -> None:
     assert severities == {4, 5}
 
 
-def test_tag_filters(sim: Simulator) -> None:
+def test_tag_filters(sim: SimulatorProcess) -> None:
     tag = "7100002"
     params = {"show_tags": "1", "truncation_limit": "0", "use_tags": "1"}
     included = xml(call(sim, HL, {**params, "tag_set_include": tag}))
@@ -86,7 +86,7 @@ def test_tag_filters(sim: Simulator) -> None:
 
 
 def test_vm_processed_after_selects_rescanned_hosts() -> None:
-    with Simulator(hosts=60, seed=4, detections_per_host=3) as s:
+    with SimulatorProcess(hosts=60, seed=4, detections_per_host=3) as s:
         before = s.admin_get("/admin/clock")["now"]
         s.advance(86400, rescan_fraction=0.3, purge=0, new_hosts=0)
         changed = xml(call(s, HL, {"vm_processed_after": before, "truncation_limit": "0"}))
@@ -106,7 +106,7 @@ def test_vm_processed_after_selects_rescanned_hosts() -> None:
         assert set(got) <= set(host_ids([day]))
 
 
-def test_knowledge_base_last_modified_after(sim: Simulator) -> None:
+def test_knowledge_base_last_modified_after(sim: SimulatorProcess) -> None:
     truth = sim.ground_truth("knowledge_base")
     dates = sorted(r["LAST_SERVICE_MODIFICATION_DATETIME"] for r in truth)
     cut = dates[len(dates) // 2]
@@ -117,7 +117,7 @@ def test_knowledge_base_last_modified_after(sim: Simulator) -> None:
     assert len(got) + len(before.findall(".//VULN")) >= len(truth)
 
 
-def test_knowledge_base_ids(sim: Simulator) -> None:
+def test_knowledge_base_ids(sim: SimulatorProcess) -> None:
     qids = [r["QID"] for r in sim.ground_truth("knowledge_base")]
     root = xml(call(sim, KB, {"ids": f"{qids[2]},{qids[10]}-{qids[12]}"}))
     assert [int(q.text or 0) for q in root.iterfind(".//VULN/QID")] == [qids[2], *qids[10:13]]
@@ -129,20 +129,20 @@ def test_knowledge_base_ids(sim: Simulator) -> None:
     ("show_asset_id", "ASSET_ID"), ("show_tags", "TAGS"), ("show_qds", "DETECTION_LIST//QDS"),
     ("show_qds_factors", "DETECTION_LIST//QDS_FACTORS"), ("show_cloud_tags", "CLOUD_PROVIDER_TAGS"),
 ])
-def test_detection_show_flags(sim: Simulator, param: str, element: str) -> None:
+def test_detection_show_flags(sim: SimulatorProcess, param: str, element: str) -> None:
     base = {"truncation_limit": "0", "status": ALL_STATUSES}
     assert xml(call(sim, HLD, base)).find(f".//HOST/{element}") is None
     assert xml(call(sim, HLD, {**base, param: "1"})).find(f".//HOST/{element}") is not None
 
 
-def test_show_results_and_metadata(sim: Simulator) -> None:
+def test_show_results_and_metadata(sim: SimulatorProcess) -> None:
     base = {"truncation_limit": "0", "status": ALL_STATUSES}
     assert xml(call(sim, HLD, base)).find(".//RESULTS") is not None  # on by default
     assert xml(call(sim, HLD, {**base, "show_results": "0"})).find(".//RESULTS") is None
     assert xml(call(sim, HLD, {**base, "host_metadata": "all"})).find(".//METADATA") is not None
 
 
-def test_get_and_post_give_the_same_document(sim: Simulator) -> None:
+def test_get_and_post_give_the_same_document(sim: SimulatorProcess) -> None:
     params = {"truncation_limit": "5", "show_tags": "1"}
     assert call(sim, HLD, params, method="GET").content == call(sim, HLD, params).content
 
@@ -158,14 +158,14 @@ def test_get_and_post_give_the_same_document(sim: Simulator) -> None:
     ({"tag_set_include": "1"}, "1907"),
     ({"use_tags": "1"}, "1922"),
 ])
-def test_parameter_errors(sim: Simulator, params: dict[str, str], code: str) -> None:
+def test_parameter_errors(sim: SimulatorProcess, params: dict[str, str], code: str) -> None:
     response = call(sim, HLD, params)
     assert response.status_code == 400
     assert simple_return(response)[0] == code
     assert "X-RateLimit-Limit" in response.headers
 
 
-def test_missing_action_is_1903(sim: Simulator) -> None:
+def test_missing_action_is_1903(sim: SimulatorProcess) -> None:
     response = requests.post(sim.url + HL, data={}, auth=(sim.username, sim.password),
                              headers={"X-Requested-With": "t"}, timeout=30)
     assert response.status_code == 400
@@ -173,7 +173,7 @@ def test_missing_action_is_1903(sim: Simulator) -> None:
 
 
 def test_consultant_rejects_trurisk() -> None:
-    with Simulator(hosts=5, consultant=True) as s:
+    with SimulatorProcess(hosts=5, consultant=True) as s:
         response = call(s, HL, {"show_trurisk": "1"})
         assert response.status_code == 400
         assert simple_return(response)[0] == "1901"

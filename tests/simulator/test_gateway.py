@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 
 SEARCH = "/rest/2.0/search/am/asset"
 COUNT = "/rest/2.0/count/am/asset"
@@ -39,7 +39,7 @@ POSTURE_FIELDS = {
 class Gateway:
     """A tiny gateway client for the tests: one token, JSON helpers."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimulatorProcess) -> None:
         self.sim = sim
         self.session = requests.Session()
         self.token = self.login()
@@ -94,14 +94,14 @@ class Gateway:
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
+def sim() -> Iterator[SimulatorProcess]:
     # 220 hosts -> 330 CSAM assets: enough to exceed the 300 pageSize cap.
-    with Simulator(hosts=220, seed=7) as simulator:
+    with SimulatorProcess(hosts=220, seed=7) as simulator:
         yield simulator
 
 
 @pytest.fixture(scope="module")
-def gw(sim: Simulator) -> Gateway:
+def gw(sim: SimulatorProcess) -> Gateway:
     return Gateway(sim)
 
 
@@ -110,14 +110,14 @@ def _jwt_part(token: str, index: int) -> dict[str, Any]:
     return dict(json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))))
 
 
-def _truth(sim: Simulator, stream: str) -> list[dict[str, Any]]:
+def _truth(sim: SimulatorProcess, stream: str) -> list[dict[str, Any]]:
     return list(sim.ground_truth(stream))
 
 
 # ---- auth ---------------------------------------------------------------------------------------
 
 
-def test_auth_answers_201_with_a_raw_jwt(sim: Simulator) -> None:
+def test_auth_answers_201_with_a_raw_jwt(sim: SimulatorProcess) -> None:
     response = requests.post(sim.url + "/auth", data={
         "username": sim.username, "password": sim.password, "token": "true",
         "permissions": "true"})
@@ -131,7 +131,7 @@ def test_auth_answers_201_with_a_raw_jwt(sim: Simulator) -> None:
     assert payload["exp"] - payload["iat"] == 4 * 3600
 
 
-def test_auth_rejects_bad_credentials(sim: Simulator) -> None:
+def test_auth_rejects_bad_credentials(sim: SimulatorProcess) -> None:
     response = requests.post(sim.url + "/auth", data={
         "username": sim.username, "password": "wrong", "token": "true"})
     assert response.status_code == 401
@@ -152,7 +152,7 @@ def test_requests_without_a_valid_token_get_401(gw: Gateway, authorization: str 
 
 
 def test_token_expires_in_real_time_with_a_short_lifetime() -> None:
-    with Simulator(hosts=5, seed=2, token_lifetime=1) as short:
+    with SimulatorProcess(hosts=5, seed=2, token_lifetime=1) as short:
         gw = Gateway(short)
         assert gw.post(COUNT).status_code == 200
         time.sleep(1.3)
@@ -167,7 +167,7 @@ def test_token_expires_in_real_time_with_a_short_lifetime() -> None:
 # ---- CSAM ---------------------------------------------------------------------------------------
 
 
-def test_csam_pages_to_the_end_in_asset_id_order(sim: Simulator, gw: Gateway) -> None:
+def test_csam_pages_to_the_end_in_asset_id_order(sim: SimulatorProcess, gw: Gateway) -> None:
     pages = []
     last_seen = 0
     while True:
@@ -194,7 +194,7 @@ def test_csam_page_size_is_capped_at_300(gw: Gateway) -> None:
     assert doc["hasMore"] == 1
 
 
-def test_csam_assets_match_ground_truth(sim: Simulator, gw: Gateway) -> None:
+def test_csam_assets_match_ground_truth(sim: SimulatorProcess, gw: Gateway) -> None:
     served = {a["assetId"]: a for a in gw.all_assets(page_size=300)}
     truth = _truth(sim, "csam_assets")
     assert len(truth) == len(served)
@@ -209,7 +209,7 @@ def test_csam_assets_match_ground_truth(sim: Simulator, gw: Gateway) -> None:
         assert record["agent"] == expected
 
 
-def test_csam_assets_share_identity_with_vm_hosts(sim: Simulator, gw: Gateway) -> None:
+def test_csam_assets_share_identity_with_vm_hosts(sim: SimulatorProcess, gw: Gateway) -> None:
     hosts = {h["ID"]: h for h in _truth(sim, "hosts")}
     linked = [a for a in gw.all_assets(page_size=300) if a["hostId"] is not None]
     assert len(linked) == len(hosts)
@@ -242,7 +242,7 @@ def test_csam_documents_carry_the_nested_inventory(gw: Gateway) -> None:
     assert any(a["cloudProvider"] for a in assets)
 
 
-def test_csam_last_updated_filter_and_query_parameter(sim: Simulator, gw: Gateway) -> None:
+def test_csam_last_updated_filter_and_query_parameter(sim: SimulatorProcess, gw: Gateway) -> None:
     truth = _truth(sim, "csam_assets")
     dates = sorted(r["lastModifiedDate"] for r in truth)
     pivot = dates[len(dates) // 2]
@@ -358,7 +358,7 @@ def test_pcrs_error_bodies(gw: Gateway) -> None:
     assert bad_body.json()[0]["response"]["code"] == 1905
 
 
-def test_pcrs_ground_truth_matches_the_api(sim: Simulator, gw: Gateway) -> None:
+def test_pcrs_ground_truth_matches_the_api(sim: SimulatorProcess, gw: Gateway) -> None:
     policies = gw.policies()
     assert [(p["id"], p["title"], p["status"], p["lastEvaluatedDate"]) for p in policies] == [
         (t["id"], t["title"], t["status"], t["lastEvaluatedDate"])
@@ -383,7 +383,7 @@ def test_pcrs_ground_truth_matches_the_api(sim: Simulator, gw: Gateway) -> None:
 
 
 def test_gateway_throttles_with_429_and_retry_after() -> None:
-    with Simulator(hosts=5, seed=3, gateway_rate_limit=3, gateway_rate_window=30) as limited:
+    with SimulatorProcess(hosts=5, seed=3, gateway_rate_limit=3, gateway_rate_window=30) as limited:
         gw = Gateway(limited)
         statuses = [gw.post(COUNT).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
@@ -400,7 +400,7 @@ RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Window-Sec", "X-RateLimit-Rema
 
 
 def test_gateway_answers_carry_the_rate_headers() -> None:
-    with Simulator(hosts=5, seed=3, gateway_rate_limit=5, gateway_rate_window=30) as limited:
+    with SimulatorProcess(hosts=5, seed=3, gateway_rate_limit=5, gateway_rate_window=30) as limited:
         gw = Gateway(limited)
         answers = [gw.post(COUNT) for _ in range(6)]
         assert [a.status_code for a in answers] == [200] * 5 + [429]
@@ -416,7 +416,7 @@ def test_gateway_answers_carry_the_rate_headers() -> None:
         assert 1 <= int(throttled["Retry-After"]) <= 30
 
 
-def test_every_gateway_endpoint_sends_rate_headers(sim: Simulator) -> None:
+def test_every_gateway_endpoint_sends_rate_headers(sim: SimulatorProcess) -> None:
     gw = Gateway(sim)
     answers = [gw.post(COUNT), gw.post(SEARCH, pageSize=5),
                gw.get(POLICY_LIST)]
@@ -426,7 +426,7 @@ def test_every_gateway_endpoint_sends_rate_headers(sim: Simulator) -> None:
 
 
 def test_gateway_faults_and_concurrency_stats() -> None:
-    with Simulator(hosts=20, seed=4) as faulty:
+    with SimulatorProcess(hosts=20, seed=4) as faulty:
         gw = Gateway(faulty)
         faulty.configure(fault_budget={"http_503": 1}, fault_endpoints=["csam_search"])
         assert gw.post(SEARCH).status_code == 503
@@ -466,7 +466,7 @@ def test_gateway_faults_and_concurrency_stats() -> None:
 
 
 def test_advance_changes_assets_postures_and_expires_tokens() -> None:
-    with Simulator(hosts=40, seed=5) as moving:
+    with SimulatorProcess(hosts=40, seed=5) as moving:
         gw = Gateway(moving)
         before_assets = {r["assetId"]: r for r in _truth(moving, "csam_assets")}
         before_postures = {r["id"]: r for r in _truth(moving, "pcrs_posture_info")}
@@ -509,7 +509,7 @@ def test_advance_changes_assets_postures_and_expires_tokens() -> None:
 
 def test_csam_has_more_as_string_and_no_cursor_fault() -> None:
     """§8 envelope edge cases: hasMore as the string "1", hasMore=1 without lastSeenAssetId."""
-    with Simulator(hosts=20, seed=5) as edge:
+    with SimulatorProcess(hosts=20, seed=5) as edge:
         gw = Gateway(edge)
         assert edge.admin_get("/admin/config")["csam_has_more_as_string"] is False
         assert gw.post(SEARCH, pageSize=10, lastSeenAssetId=0).json()["hasMore"] == 1
@@ -537,5 +537,5 @@ def test_csam_has_more_as_string_and_no_cursor_fault() -> None:
 
 
 def test_csam_has_more_as_string_flag() -> None:
-    with Simulator(hosts=4, seed=5, csam_has_more_as_string=True) as edge:
+    with SimulatorProcess(hosts=4, seed=5, csam_has_more_as_string=True) as edge:
         assert Gateway(edge).post(SEARCH, pageSize=2, lastSeenAssetId=0).json()["hasMore"] == "1"

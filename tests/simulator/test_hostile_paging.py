@@ -9,17 +9,18 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import requests
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.simulator.helpers import ALL_STATUSES, HL, HLD, call, detection_records, follow, xml
 
 
 @pytest.fixture(scope="module")
-def truncating() -> Iterator[Simulator]:
-    with Simulator(hosts=20, seed=5, detections_per_host=3, detection_truncation_limit=4) as s:
+def truncating() -> Iterator[SimulatorProcess]:
+    with SimulatorProcess(hosts=20, seed=5, detections_per_host=3,
+                          detection_truncation_limit=4) as s:
         yield s
 
 
-def test_detections_truncated_despite_truncation_limit_0(truncating: Simulator) -> None:
+def test_detections_truncated_despite_truncation_limit_0(truncating: SimulatorProcess) -> None:
     ids = [h["ID"] for h in truncating.ground_truth("hosts")][:10]
     params = {"ids": ",".join(map(str, ids)), "truncation_limit": "0", "status": ALL_STATUSES,
               "include_ignored": "1", "include_disabled": "1", "show_igs": "1"}
@@ -39,27 +40,27 @@ def test_detections_truncated_despite_truncation_limit_0(truncating: Simulator) 
     assert len(detection_records(pages)) == len(truth)
 
 
-def test_host_list_is_not_truncated_by_the_detection_setting(truncating: Simulator) -> None:
+def test_host_list_is_not_truncated_by_the_detection_setting(truncating: SimulatorProcess) -> None:
     root = xml(call(truncating, HL, {"truncation_limit": "0", "details": "Basic"}))
     assert len(root.findall("RESPONSE/HOST_LIST/HOST")) == 20
     assert root.find("RESPONSE/WARNING") is None
 
 
 @pytest.fixture
-def stalled() -> Iterator[Simulator]:
-    with Simulator(hosts=5, seed=5, detections_per_host=1) as s:
+def stalled() -> Iterator[SimulatorProcess]:
+    with SimulatorProcess(hosts=5, seed=5, detections_per_host=1) as s:
         s.configure(faults={"stalled_pager": 1.0})
         yield s
 
 
-def test_stalled_pager_on_the_vm_api(stalled: Simulator) -> None:
+def test_stalled_pager_on_the_vm_api(stalled: SimulatorProcess) -> None:
     root = xml(call(stalled, HL, {"truncation_limit": "10", "id_min": "41"}))
     assert root.find("RESPONSE/HOST_LIST") is None
     url = root.findtext("RESPONSE/WARNING/URL") or ""
     assert url.endswith("id_min=42")
 
 
-def test_stalled_pager_on_csam(stalled: Simulator) -> None:
+def test_stalled_pager_on_csam(stalled: SimulatorProcess) -> None:
     token = requests.post(stalled.url + "/auth", data={
         "username": stalled.username, "password": stalled.password, "token": "true"},
         timeout=30).text

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.simulator.helpers import HL, KB, call
 
 
@@ -17,12 +17,12 @@ def b64(data: bytes) -> str:
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(hosts=5, seed=3, kb_size=20, kb_extra=2) as simulator:
+def sim() -> Iterator[SimulatorProcess]:
+    with SimulatorProcess(hosts=5, seed=3, kb_size=20, kb_extra=2) as simulator:
         yield simulator
 
 
-def test_the_next_answers_are_the_payload_then_normal_again(sim: Simulator) -> None:
+def test_the_next_answers_are_the_payload_then_normal_again(sim: SimulatorProcess) -> None:
     sim.admin_post("/admin/inject", {
         "endpoint": "host_list", "status": 200, "content_type": "text/html",
         "headers": {"X-Proxy": "corp"}, "body_b64": b64(b"<html>login</html>"), "times": 2,
@@ -39,7 +39,7 @@ def test_the_next_answers_are_the_payload_then_normal_again(sim: Simulator) -> N
     assert stats["requests"]["host_list"] == 3
 
 
-def test_other_endpoints_are_untouched_and_auth_is_bypassed(sim: Simulator) -> None:
+def test_other_endpoints_are_untouched_and_auth_is_bypassed(sim: SimulatorProcess) -> None:
     sim.admin_post("/admin/inject", {"endpoint": "knowledge_base", "status": 503,
                                      "body_b64": b64(b"down")})
     assert b"<HOST_LIST_OUTPUT>" in call(sim, HL).content
@@ -48,7 +48,7 @@ def test_other_endpoints_are_untouched_and_auth_is_bypassed(sim: Simulator) -> N
     assert (response.status_code, response.content) == (503, b"down")
 
 
-def test_gateway_endpoints_and_empty_bodies(sim: Simulator) -> None:
+def test_gateway_endpoints_and_empty_bodies(sim: SimulatorProcess) -> None:
     sim.admin_post("/admin/inject", {"endpoint": "auth", "content_type": "text/plain"})
     response = requests.post(sim.url + "/auth", data={"username": sim.username,
                                                       "password": sim.password,
@@ -59,7 +59,7 @@ def test_gateway_endpoints_and_empty_bodies(sim: Simulator) -> None:
                          timeout=30).status_code == 201
 
 
-def test_large_bodies_are_streamed_from_a_repeated_unit(sim: Simulator) -> None:
+def test_large_bodies_are_streamed_from_a_repeated_unit(sim: SimulatorProcess) -> None:
     sim.admin_post("/admin/inject", {
         "endpoint": "host_detection", "body_b64": b64(b"<A>"), "repeat_b64": b64(b"x" * 1000),
         "repeat_count": 5000, "tail_b64": b64(b"</A>"),
@@ -72,7 +72,7 @@ def test_large_bodies_are_streamed_from_a_repeated_unit(sim: Simulator) -> None:
     assert response.headers.get("Transfer-Encoding") == "chunked"
 
 
-def test_listing_clearing_and_validation(sim: Simulator) -> None:
+def test_listing_clearing_and_validation(sim: SimulatorProcess) -> None:
     sim.admin_post("/admin/inject", {"endpoint": "csam_search", "times": 3})
     assert sim.admin_get("/admin/inject")["pending"] == [
         {"endpoint": "csam_search", "status": 200, "content_type": "text/xml; charset=UTF-8",

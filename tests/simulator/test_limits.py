@@ -9,18 +9,18 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from qualys_simulator.faults import IN_FLIGHT_GRACE_SEC
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.simulator.helpers import HL, HLD, KB, LIMIT_HEADERS, call, simple_return, xml
 
 
 @pytest.fixture
-def limited() -> Iterator[Simulator]:
-    with Simulator(hosts=30, seed=3, detections_per_host=3, concurrency_limit=1,
-                   rate_limit=50, rate_window_sec=60) as s:
+def limited() -> Iterator[SimulatorProcess]:
+    with SimulatorProcess(hosts=30, seed=3, detections_per_host=3, concurrency_limit=1,
+                          rate_limit=50, rate_window_sec=60) as s:
         yield s
 
 
-def test_every_vm_answer_carries_limit_headers(limited: Simulator) -> None:
+def test_every_vm_answer_carries_limit_headers(limited: SimulatorProcess) -> None:
     responses = [call(limited, HLD), call(limited, HL), call(limited, KB),
                  call(limited, HLD, {"bogus": "1"}), call(limited, HLD, auth=("a", "b"))]
     for response in responses:
@@ -37,7 +37,7 @@ def test_every_vm_answer_carries_limit_headers(limited: Simulator) -> None:
     assert first["X-RateLimit-ToWait-Sec"] == "0"
 
 
-def test_concurrency_limit_1960_while_a_body_streams(limited: Simulator) -> None:
+def test_concurrency_limit_1960_while_a_body_streams(limited: SimulatorProcess) -> None:
     limited.configure(record_delay_sec=0.05)
     slow = call(limited, HLD, {"truncation_limit": "0"}, stream=True)
     assert slow.status_code == 200
@@ -62,7 +62,7 @@ def test_concurrency_limit_1960_while_a_body_streams(limited: Simulator) -> None
     assert stats["responses"]["host_detection"]["409/1960"] == 1
 
 
-def test_held_slots_simulate_a_shared_subscription(limited: Simulator) -> None:
+def test_held_slots_simulate_a_shared_subscription(limited: SimulatorProcess) -> None:
     limited.configure(held_slots={"host_detection": 1})
     blocked = call(limited, HLD)
     assert blocked.status_code == 409
@@ -73,7 +73,7 @@ def test_held_slots_simulate_a_shared_subscription(limited: Simulator) -> None:
     assert call(limited, HLD).status_code == 200
 
 
-def test_rate_limit_1965_with_to_wait(limited: Simulator) -> None:
+def test_rate_limit_1965_with_to_wait(limited: SimulatorProcess) -> None:
     limited.configure(rate_limit=3, rate_window_sec=2, reset_rate_windows=True)
     remaining = [call(limited, KB, {"ids": "10000"}).headers["X-RateLimit-Remaining"]
                  for _ in range(3)]
@@ -100,7 +100,7 @@ def test_rate_limit_1965_with_to_wait(limited: Simulator) -> None:
     assert towait == {"honoured": 1, "violated": 1}
 
 
-def test_concurrency_wins_over_rate(limited: Simulator) -> None:
+def test_concurrency_wins_over_rate(limited: SimulatorProcess) -> None:
     limited.configure(rate_limit=1, rate_window_sec=60, reset_rate_windows=True)
     assert call(limited, HL).status_code == 200
     assert simple_return(call(limited, HL))[0] == "1965"
@@ -109,8 +109,8 @@ def test_concurrency_wins_over_rate(limited: Simulator) -> None:
 
 
 def test_parallel_clients_never_exceed_the_limit() -> None:
-    with Simulator(hosts=200, seed=5, detections_per_host=4, concurrency_limit=2,
-                   record_delay_sec=0.002) as s:
+    with SimulatorProcess(hosts=200, seed=5, detections_per_host=4, concurrency_limit=2,
+                          record_delay_sec=0.002) as s:
         with ThreadPoolExecutor(6) as pool:
             statuses = list(pool.map(
                 lambda _: call(s, HLD, {"truncation_limit": "0"}).status_code, range(12)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlsplit
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.simulator.helpers import (
     ALL_STATUSES,
     HL,
@@ -19,7 +19,7 @@ from tests.simulator.helpers import (
 )
 
 
-def test_host_list_pages_cover_every_host_once(sim: Simulator) -> None:
+def test_host_list_pages_cover_every_host_once(sim: SimulatorProcess) -> None:
     pages = follow(sim, HL, {"truncation_limit": "7", "details": "Basic"})
     truth = [h["ID"] for h in sim.ground_truth("hosts")]
     assert host_ids(pages) == truth
@@ -28,7 +28,7 @@ def test_host_list_pages_cover_every_host_once(sim: Simulator) -> None:
     assert pages[-1].find("RESPONSE/WARNING") is None
 
 
-def test_warning_url_repeats_params_with_id_min_last(sim: Simulator) -> None:
+def test_warning_url_repeats_params_with_id_min_last(sim: SimulatorProcess) -> None:
     params = {"truncation_limit": "5", "show_tags": "1", "status": ALL_STATUSES, "id_min": "1"}
     root = xml(call(sim, HLD, params))
     warning = root.find("RESPONSE/WARNING")
@@ -49,7 +49,7 @@ def test_warning_url_repeats_params_with_id_min_last(sim: Simulator) -> None:
 
 
 def test_warning_url_adds_default_truncation_limit() -> None:
-    with Simulator(hosts=1003, seed=2, detections_per_host=0.5) as big:
+    with SimulatorProcess(hosts=1003, seed=2, detections_per_host=0.5) as big:
         root = xml(call(big, HL, {"details": "None"}))
         assert len(root.findall("RESPONSE/HOST_LIST/HOST")) == 1000
         url = root.findtext("RESPONSE/WARNING/URL") or ""
@@ -60,7 +60,7 @@ def test_warning_url_adds_default_truncation_limit() -> None:
         assert rest.find("RESPONSE/WARNING") is None
 
 
-def test_detection_pages_match_ground_truth(sim: Simulator) -> None:
+def test_detection_pages_match_ground_truth(sim: SimulatorProcess) -> None:
     pages = follow(sim, HLD, {"truncation_limit": "4", "status": ALL_STATUSES, "show_igs": "1",
                               **TRUTH_FIELDS})
     assert len(pages) > 2
@@ -68,31 +68,31 @@ def test_detection_pages_match_ground_truth(sim: Simulator) -> None:
     assert got == sim.ground_truth("host_detections")
 
 
-def test_truncation_limit_counts_hosts_not_detections(sim: Simulator) -> None:
+def test_truncation_limit_counts_hosts_not_detections(sim: SimulatorProcess) -> None:
     root = xml(call(sim, HLD, {"truncation_limit": "3"}))
     assert len(root.findall("RESPONSE/HOST_LIST/HOST")) == 3
     assert len(root.findall(".//DETECTION")) > 3
 
 
-def test_truncation_limit_zero_returns_everything(sim: Simulator) -> None:
+def test_truncation_limit_zero_returns_everything(sim: SimulatorProcess) -> None:
     root = xml(call(sim, HL, {"truncation_limit": "0"}))
     assert root.find("RESPONSE/WARNING") is None
     assert len(root.findall("RESPONSE/HOST_LIST/HOST")) == len(sim.ground_truth("hosts"))
 
 
-def test_exact_multiple_has_no_warning_on_last_page(sim: Simulator) -> None:
+def test_exact_multiple_has_no_warning_on_last_page(sim: SimulatorProcess) -> None:
     count = len(sim.ground_truth("hosts"))
     root = xml(call(sim, HL, {"truncation_limit": str(count)}))
     assert root.find("RESPONSE/WARNING") is None
 
 
-def test_empty_result_has_no_host_list(sim: Simulator) -> None:
+def test_empty_result_has_no_host_list(sim: SimulatorProcess) -> None:
     root = xml(call(sim, HL, {"id_min": "999999999"}))
     assert root.find("RESPONSE/HOST_LIST") is None
     assert root.find("RESPONSE/DATETIME") is not None
 
 
-def test_knowledge_base_server_side_paging(sim: Simulator) -> None:
+def test_knowledge_base_server_side_paging(sim: SimulatorProcess) -> None:
     sim.configure(kb_page_size=100)
     try:
         pages = follow(sim, KB, {"details": "Basic"})
@@ -103,13 +103,13 @@ def test_knowledge_base_server_side_paging(sim: Simulator) -> None:
     assert len(pages) == -(-len(qids) // 100)
 
 
-def test_warning_url_extra_params_off_by_default(sim: Simulator) -> None:
+def test_warning_url_extra_params_off_by_default(sim: SimulatorProcess) -> None:
     assert sim.admin_get("/admin/config")["warning_url_extra_params"] is False
     url = xml(call(sim, HL, {"truncation_limit": "5"})).findtext("RESPONSE/WARNING/URL") or ""
     assert "details" not in dict(parse_qsl(urlsplit(url).query))
 
 
-def test_warning_url_extra_params_adds_unsent_parameters(sim: Simulator) -> None:
+def test_warning_url_extra_params_adds_unsent_parameters(sim: SimulatorProcess) -> None:
     """Doc §4: the URL can carry parameters the caller never sent (details=None)."""
     sim.configure(warning_url_extra_params=True)
     try:
@@ -144,7 +144,7 @@ def test_warning_url_extra_params_adds_unsent_parameters(sim: Simulator) -> None
 
 
 def test_warning_url_extra_params_flag() -> None:
-    with Simulator(hosts=6, seed=4, detections_per_host=1, kb_size=20, kb_extra=0,
-                   warning_url_extra_params=True) as small:
+    with SimulatorProcess(hosts=6, seed=4, detections_per_host=1, kb_size=20, kb_extra=0,
+                          warning_url_extra_params=True) as small:
         url = xml(call(small, HL, {"truncation_limit": "2"})).findtext("RESPONSE/WARNING/URL")
         assert ("details", "None") in parse_qsl(urlsplit(url or "").query)

@@ -11,7 +11,7 @@ from datetime import datetime
 import pytest
 
 from qualys_simulator import vm_params
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.simulator.helpers import ALL_STATUSES, HL, HLD, KB, call, dtd, simple_return, xml
 
 PATHS = {
@@ -37,7 +37,7 @@ TOO_NEW = [
 
 @pytest.mark.parametrize(("endpoint", "version", "param"), ACCEPTED)
 def test_documented_parameter_is_accepted(
-    sim: Simulator, endpoint: str, version: str, param: vm_params.Param
+    sim: SimulatorProcess, endpoint: str, version: str, param: vm_params.Param
 ) -> None:
     params = {param.name: param.sample, **param.needs}
     if endpoint != "knowledge_base" and param.name != "truncation_limit":
@@ -49,7 +49,7 @@ def test_documented_parameter_is_accepted(
 
 @pytest.mark.parametrize(("endpoint", "version", "param"), TOO_NEW)
 def test_parameter_of_a_later_version_is_unrecognized(
-    sim: Simulator, endpoint: str, version: str, param: vm_params.Param
+    sim: SimulatorProcess, endpoint: str, version: str, param: vm_params.Param
 ) -> None:
     response = call(sim, PATHS[endpoint].format(v=version), {param.name: param.sample})
     assert response.status_code == 400
@@ -57,14 +57,14 @@ def test_parameter_of_a_later_version_is_unrecognized(
 
 
 @pytest.mark.parametrize("endpoint", list(vm_params.ENDPOINTS))
-def test_unknown_parameter_is_1901_with_the_real_text(sim: Simulator, endpoint: str) -> None:
+def test_unknown_parameter_is_1901_with_the_real_text(sim: SimulatorProcess, endpoint: str) -> None:
     versions, _ = vm_params.ENDPOINTS[endpoint]
     response = call(sim, PATHS[endpoint].format(v=versions[-1]), {"show_everything": "1"})
     assert response.status_code == 400
     assert simple_return(response) == ("1901", "Unrecognized parameter(s): show_everything")
 
 
-def test_the_parameters_qualysetl_sends_are_accepted(sim: Simulator) -> None:
+def test_the_parameters_qualysetl_sends_are_accepted(sim: SimulatorProcess) -> None:
     """The v5 defaults Qualys' own ETL sends (the bug report: 1901 for each of these)."""
     host_list = {"details": "All", "show_tags": "1", "show_cloud_tags": "1", "show_asset_id": "1",
                  "host_metadata": "all", "show_trurisk": "1", "show_trurisk_factors": "1",
@@ -79,12 +79,12 @@ def test_the_parameters_qualysetl_sends_are_accepted(sim: Simulator) -> None:
     assert call(sim, HLD, detections).status_code == 200
 
 
-def _detections(sim: Simulator, **params: str) -> list:
+def _detections(sim: SimulatorProcess, **params: str) -> list:
     base = {"truncation_limit": "0", "status": ALL_STATUSES, "show_results": "0"}
     return xml(call(sim, HLD, {**base, **params})).findall(".//DETECTION")
 
 
-def test_show_arf_data_and_mitre_attack_details_add_their_elements(sim: Simulator) -> None:
+def test_show_arf_data_and_mitre_attack_details_add_their_elements(sim: SimulatorProcess) -> None:
     plain = _detections(sim)
     assert plain
     assert not any(d.find("AFFECT_RUNNING_KERNEL") is not None for d in plain)
@@ -106,7 +106,7 @@ def test_show_arf_data_and_mitre_attack_details_add_their_elements(sim: Simulato
     ("non-running-service", "AFFECT_RUNNING_SERVICE"),
     ("config-not-exploitable", "AFFECT_EXPLOITABLE_CONFIG"),
 ])
-def test_arf_filter_keys_leave_out_the_harmless(sim: Simulator, key: str, tag: str) -> None:
+def test_arf_filter_keys_leave_out_the_harmless(sim: SimulatorProcess, key: str, tag: str) -> None:
     every = _detections(sim, show_arf_data="1")
     harmless = [d for d in every if d.findtext(tag) == "0"]
     assert harmless, f"the world has no detection with {tag}=0: the test proves nothing"
@@ -115,7 +115,7 @@ def test_arf_filter_keys_leave_out_the_harmless(sim: Simulator, key: str, tag: s
     assert all(d.findtext(tag) != "0" for d in kept)
 
 
-def test_show_ars_adds_the_asset_risk_score(sim: Simulator) -> None:
+def test_show_ars_adds_the_asset_risk_score(sim: SimulatorProcess) -> None:
     plain = xml(call(sim, HL, {"details": "All", "truncation_limit": "0"}))
     assert plain.find(".//ASSET_RISK_SCORE") is None
     root = xml(call(sim, HL, {"details": "All", "truncation_limit": "0", "show_ars": "1",
@@ -130,7 +130,7 @@ def test_show_ars_adds_the_asset_risk_score(sim: Simulator) -> None:
     assert len(high.findall(".//HOST")) == sum(s >= middle for s in scores)
 
 
-def test_detection_last_tested_days_split_the_detections(sim: Simulator) -> None:
+def test_detection_last_tested_days_split_the_detections(sim: SimulatorProcess) -> None:
     every = _detections(sim)
     now = datetime.fromisoformat(sim.admin_get("/admin/clock")["now"].replace("Z", "+00:00"))
     ages = sorted((now - datetime.fromisoformat(
@@ -143,7 +143,7 @@ def test_detection_last_tested_days_split_the_detections(sim: Simulator) -> None
     assert len(recent) + len(older) == len(every)
 
 
-def test_no_qid_has_a_user_customization(sim: Simulator) -> None:
+def test_no_qid_has_a_user_customization(sim: SimulatorProcess) -> None:
     root = xml(call(sim, KB, {"last_modified_by_user_after": "2000-01-01"}))
     assert root.find("RESPONSE/VULN_LIST") is None
     assert xml(call(sim, KB)).find("RESPONSE/VULN_LIST") is not None

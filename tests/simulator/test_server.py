@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from tests.simulator.helpers import HL, HLD, call, xml
 
 
@@ -52,7 +52,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_https(certificate: tuple[Path, Path]) -> None:
     cert, key = certificate
-    with Simulator(hosts=12, tls_cert=cert, tls_key=key) as s:
+    with SimulatorProcess(hosts=12, tls_cert=cert, tls_key=key) as s:
         assert s.url.startswith("https://127.0.0.1:")
         response = call(s, HL, {"truncation_limit": "5"}, verify=str(cert))
         assert response.status_code == 200
@@ -63,7 +63,7 @@ def test_https(certificate: tuple[Path, Path]) -> None:
 
 
 def test_concurrent_requests_are_served_in_parallel() -> None:
-    with Simulator(hosts=100, concurrency_limit=10, record_delay_sec=0.01) as s:
+    with SimulatorProcess(hosts=100, concurrency_limit=10, record_delay_sec=0.01) as s:
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda _: call(s, HLD, {"truncation_limit": "30"}),
                                     range(8)))
@@ -71,7 +71,7 @@ def test_concurrent_requests_are_served_in_parallel() -> None:
         assert s.stats()["peak_concurrency"]["host_detection"] >= 4
 
 
-def test_keep_alive_session_reuses_connection(sim: Simulator) -> None:
+def test_keep_alive_session_reuses_connection(sim: SimulatorProcess) -> None:
     session = requests.Session()
     for _ in range(3):
         response = session.post(sim.url + HL, data={"action": "list"},
@@ -81,7 +81,7 @@ def test_keep_alive_session_reuses_connection(sim: Simulator) -> None:
         assert response.headers["Transfer-Encoding"] == "chunked"
 
 
-def test_stats_reset_and_shape(sim: Simulator) -> None:
+def test_stats_reset_and_shape(sim: SimulatorProcess) -> None:
     sim.reset_stats()
     call(sim, HL)
     call(sim, HL, {"bogus": "1"})
@@ -94,7 +94,7 @@ def test_stats_reset_and_shape(sim: Simulator) -> None:
     assert sim.stats()["requests"] == {}
 
 
-def test_admin_errors(sim: Simulator) -> None:
+def test_admin_errors(sim: SimulatorProcess) -> None:
     assert requests.get(sim.url + "/admin/ground-truth?stream=nope", timeout=10).status_code == 404
     assert requests.post(sim.url + "/admin/config", data=b"{", timeout=10).status_code == 400
     assert requests.get(sim.url + "/admin/nothing", timeout=10).status_code == 404

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tracemalloc
 from datetime import datetime, timezone
 
-from qualys_simulator.testing import Simulator
+from qualys_simulator.testing import SimulatorProcess
 from qualys_simulator.world import World, WorldOptions
 from tests.simulator.helpers import (
     ALL_STATUSES,
@@ -24,7 +24,7 @@ FULL_SYNC = {"status": ALL_STATUSES, "show_igs": "1", "truncation_limit": "0",
 
 
 def test_clock_starts_fixed_and_moves_on_advance() -> None:
-    with Simulator(hosts=20, seed=1) as s:
+    with SimulatorProcess(hosts=20, seed=1) as s:
         assert xml(call(s, HL)).findtext("RESPONSE/DATETIME") == "2026-11-01T00:00:00Z"
         answer = s.advance(3600 * 25)
         assert answer["now"] == "2026-11-02T01:00:00Z"
@@ -34,7 +34,7 @@ def test_clock_starts_fixed_and_moves_on_advance() -> None:
 
 
 def test_advance_changes_hosts_detections_and_kb() -> None:
-    with Simulator(hosts=80, seed=6, detections_per_host=6, kb_size=200, kb_extra=20) as s:
+    with SimulatorProcess(hosts=80, seed=6, detections_per_host=6, kb_size=200, kb_extra=20) as s:
         hosts_before = {h["ID"]: h for h in s.ground_truth("hosts")}
         detections_before = {d["UNIQUE_VULN_ID"]: d for d in s.ground_truth("host_detections")}
         kb_before = {q["QID"]: q for q in s.ground_truth("knowledge_base")}
@@ -72,7 +72,7 @@ def test_advance_changes_hosts_detections_and_kb() -> None:
 
 
 def test_ground_truth_equals_a_full_sync_after_advances() -> None:
-    with Simulator(hosts=50, seed=8, detections_per_host=5, kb_size=150, kb_extra=10) as s:
+    with SimulatorProcess(hosts=50, seed=8, detections_per_host=5, kb_size=150, kb_extra=10) as s:
         for _ in range(3):
             s.advance(86400)
         assert detection_records(follow(s, HLD, {**FULL_SYNC, "truncation_limit": "7"})) == \
@@ -92,7 +92,7 @@ def test_ground_truth_equals_a_full_sync_after_advances() -> None:
 
 def test_ground_truth_summary_is_deterministic_per_seed() -> None:
     def summary(seed: int) -> dict[str, dict[str, object]]:
-        with Simulator(hosts=30, seed=seed, kb_size=100, kb_extra=10) as s:
+        with SimulatorProcess(hosts=30, seed=seed, kb_size=100, kb_extra=10) as s:
             s.advance(86400)
             streams = s.ground_truth()["streams"]
             assert streams["hosts"]["count"] == len(s.ground_truth("hosts"))

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from types import ModuleType
 
 from qualys_simulator.faults import FAULT_NAMES, FaultInjector, Limits, Stats
-from qualys_simulator.server import GatewayLike, Simulator, SimulatorHTTPServer
+from qualys_simulator.server import GatewayLike, SimulatorApp, SimulatorHTTPServer
 from qualys_simulator.vm_api import VMConfig
 from qualys_simulator.world import DEFAULT_START, World, WorldOptions
 
@@ -49,6 +49,7 @@ def _start(text: str) -> datetime:
 
 
 def build_parser(gateway: ModuleType | None) -> argparse.ArgumentParser:
+    """The command line: server, data, limits, faults and, when present, the gateway's flags."""
     parser = argparse.ArgumentParser(prog="qualys-simulator", description=__doc__)
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -98,7 +99,8 @@ def build_parser(gateway: ModuleType | None) -> argparse.ArgumentParser:
     return parser
 
 
-def build(args: argparse.Namespace, gateway: ModuleType | None) -> Simulator:
+def build(args: argparse.Namespace, gateway: ModuleType | None) -> SimulatorApp:
+    """The ``SimulatorApp`` the command line describes."""
     world = World(WorldOptions(
         hosts=args.hosts, seed=args.seed, detections_per_host=args.detections_per_host,
         no_detection_fraction=args.no_detection_fraction, kb_size=args.kb_size,
@@ -122,11 +124,12 @@ def build(args: argparse.Namespace, gateway: ModuleType | None) -> Simulator:
     api: GatewayLike | None = None
     if gateway is not None:
         api = gateway.GatewayAPI(world, faults, stats, gateway.GatewayConfig.from_args(args))
-    return Simulator(world, faults, limits, stats, vm_config=vm_config, gateway=api,
+    return SimulatorApp(world, faults, limits, stats, vm_config=vm_config, gateway=api,
                      log_requests=args.log_requests)
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Print the ready line, then serve until SIGTERM or Ctrl-C."""
     gateway = _gateway_module()
     args = build_parser(gateway).parse_args(argv)
     simulator = build(args, gateway)

@@ -146,6 +146,7 @@ def _dt(base: datetime, seconds: float) -> datetime:
 
 
 def make_host(world: World, index: int, created: Epoch | None) -> Host:
+    """Host ``index`` as created (at start, or by the advance ``created``), before any rescan."""
     rng = random.Random(mix(world.seed, 1, index))
     host_id = world.host_id_of(index)
     if created is None:
@@ -230,6 +231,7 @@ def make_host(world: World, index: int, created: Epoch | None) -> Host:
 
 def rescan_host(world: World, host: Host, epoch: Epoch, scanned: datetime,
                 processed: datetime) -> None:
+    """Apply the rescan of ``epoch`` to ``host``: scan dates, now and then an OS upgrade."""
     rng = random.Random(mix(world.seed, 6, host.index, epoch.number))
     host.last_vm_scanned = scanned
     host.last_vm_processed = processed
@@ -332,6 +334,7 @@ def _created_detection(world: World, host: Host, created: Epoch | None, rng: ran
 
 def rescan_detections(world: World, host: Host, detections: list[Detection], epoch: Epoch, *,
                       scanned: datetime, processed: datetime) -> None:
+    """Apply the rescan of ``epoch`` to a host's detections: fixes, re-opens, new ones."""
     rng = random.Random(mix(world.seed, 3, host.index, epoch.number))
     if not detections and rng.random() < 0.8:
         return  # hosts without findings mostly stay clean
@@ -373,6 +376,7 @@ def rescan_detections(world: World, host: Host, detections: list[Detection], epo
 # ---- KnowledgeBase ---------------------------------------------------------------------------
 @dataclass(slots=True)
 class Vuln:
+    """One KnowledgeBase entry (a QID) with its dates, CVEs and texts."""
     qid: int
     vuln_type: str
     severity: int
@@ -420,6 +424,7 @@ def kb_class(world: World, k: int) -> tuple[int, int]:
 
 
 def make_vuln(world: World, k: int) -> Vuln:
+    """KnowledgeBase entry ``k`` as it is now, its modifications by later advances included."""
     rng = random.Random(mix(world.seed, 20, k))
     severity = rng.randint(1, 5)
     rng.random()  # the vuln type roll, already taken by kb_class

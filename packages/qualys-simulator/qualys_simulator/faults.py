@@ -68,6 +68,7 @@ class FaultInjector:
         self.record_delay_sec = 0.0
 
     def configure(self, config: dict[str, Any]) -> None:
+        """Apply the fault keys of ``POST /admin/config``; an omitted key keeps its value."""
         with self._lock:
             if "faults" in config:
                 for name, probability in dict(config["faults"]).items():
@@ -92,6 +93,7 @@ class FaultInjector:
                 self.record_delay_sec = float(config["record_delay_sec"])
 
     def snapshot(self) -> dict[str, Any]:
+        """The fault settings, as ``GET /admin/config`` shows them."""
         with self._lock:
             return {
                 "faults": dict(self.probabilities),
@@ -164,6 +166,7 @@ class Limits:
         self._blocked_at: dict[str, float] = {}
 
     def configure(self, config: dict[str, Any]) -> None:
+        """Apply the limit keys of ``POST /admin/config``; an omitted key keeps its value."""
         with self._lock:
             if "concurrency_limit" in config:
                 value = config["concurrency_limit"]
@@ -182,6 +185,7 @@ class Limits:
                 self._blocked_until.clear()
 
     def snapshot(self) -> dict[str, Any]:
+        """The limit settings, as ``GET /admin/config`` shows them."""
         with self._lock:
             return {
                 "concurrency_limit": self.concurrency,
@@ -192,6 +196,7 @@ class Limits:
             }
 
     def limit_for(self, api: str) -> int:
+        """The concurrency limit of ``api``: its own, else the subscription's."""
         return self.concurrency_per_api.get(api, self.concurrency)
 
     def _prune(self, api: str, now: float) -> deque[float]:
@@ -248,6 +253,7 @@ class Limits:
                                  self.rate_window_sec, 0, to_wait)
 
     def release(self, api: str) -> None:
+        """Free the concurrency slot a call on ``api`` held."""
         with self._lock:
             self._running[api] = max(self._running[api] - 1, 0)
 
@@ -270,6 +276,7 @@ class Limits:
 
 @dataclass
 class LimitDecision:
+    """The limits' verdict on one call (admitted, or refused: 1960/1965) and its header values."""
     admitted: bool
     code: int | None  # 1960 or 1965 when refused
     concurrency_limit: int
@@ -282,6 +289,7 @@ class LimitDecision:
     towait: bool | None = None  # a ToWait was pending: did the caller wait it out?
 
     def headers(self) -> dict[str, str]:
+        """The X-RateLimit-* and X-Concurrency-Limit-* headers of the answer."""
         headers = {
             "X-RateLimit-Limit": str(self.rate_limit),
             "X-RateLimit-Window-Sec": str(self.window_sec),
@@ -305,6 +313,7 @@ class Stats:
         self.reset()
 
     def reset(self) -> None:
+        """Set every counter back to zero (``POST /admin/stats/reset``)."""
         with self._lock:
             self._requests: dict[str, int] = defaultdict(int)
             self._responses: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -319,6 +328,7 @@ class Stats:
             self._requests[endpoint] += 1
 
     def response(self, endpoint: str, status: int, code: int | str | None = None) -> None:
+        """Count an answer of ``endpoint`` by HTTP status, or status/code for a Qualys error."""
         key = str(status) if code is None else f"{status}/{code}"
         with self._lock:
             self._responses[endpoint][key] += 1
@@ -328,10 +338,12 @@ class Stats:
             self._faults[name] += 1
 
     def records(self, endpoint: str, count: int = 1) -> None:
+        """Count records served by ``endpoint``."""
         with self._lock:
             self._records[endpoint] += count
 
     def towait(self, *, honoured: bool) -> None:
+        """Count a call made after a ToWait: waited out (``honoured``) or not."""
         with self._lock:
             self._towait["honoured" if honoured else "violated"] += 1
 
@@ -342,10 +354,12 @@ class Stats:
             self._peak[api] = max(self._peak[api], self._running[api])
 
     def leave(self, api: str) -> None:
+        """A call on ``api`` ended (the pair of ``enter``)."""
         with self._lock:
             self._running[api] -= 1
 
     def snapshot(self) -> dict[str, Any]:
+        """Every counter, as ``GET /admin/stats`` shows them."""
         with self._lock:
             return {
                 "requests": dict(self._requests),

@@ -62,6 +62,7 @@ PCRS_POSTURE_NAME = "pcrs_posture_info"
 
 @dataclass
 class GatewayConfig:
+    """The gateway's settings: credentials, token lifetime, sizes, its 429 window and quirks."""
     username: str = DEFAULT_USERNAME
     password: str = DEFAULT_PASSWORD
     token_lifetime_sec: float = 4 * 3600.0  # §1: tokens live about four hours
@@ -80,6 +81,7 @@ class GatewayConfig:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GatewayConfig:
+        """The settings the command line gives (see ``add_arguments``)."""
         return cls(
             username=getattr(args, "username", None) or DEFAULT_USERNAME,
             password=getattr(args, "password", None) or DEFAULT_PASSWORD,
@@ -96,6 +98,7 @@ class GatewayConfig:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the gateway's flags to the simulator's command line."""
     group = parser.add_argument_group("gateway (JWT, CSAM, PCRS)")
     group.add_argument("--assets", type=int, default=None,
                        help="CSAM assets (default: 1.5 x --hosts; one per VM host first)")
@@ -304,6 +307,7 @@ class GatewayAPI:
             self.rate.reset()
 
     def snapshot(self) -> dict[str, Any]:
+        """The gateway's run-time settings, as ``GET /admin/config`` shows them."""
         return {key: getattr(self.config, attr) for key, attr in CONFIG_KEYS.items()}
 
     def _on_advance(self, world: World, epoch: Epoch) -> None:
@@ -314,6 +318,7 @@ class GatewayAPI:
     # -- routing ------------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Response | None:
+        """Answer a gateway request (``/auth``, CSAM, PCRS); None for any other path."""
         route = self._route(request.path.rstrip("/") or "/")
         if route is None:
             return None
@@ -695,6 +700,7 @@ class GatewayAPI:
     # -- ground truth ---------------------------------------------------------------------------
 
     def csam_assets_truth(self) -> Iterator[dict[str, Any]]:
+        """Ground truth of csam_assets: what a full sync must load, per asset."""
         for row in self.csam.rows():
             ident = self.csam.identity(row)
             yield {
@@ -708,6 +714,7 @@ class GatewayAPI:
             }
 
     def pcrs_policies_truth(self) -> Iterator[dict[str, Any]]:
+        """Ground truth of pcrs_policies: what a full sync must load, per policy."""
         self.pcrs.sync()
         for policy in self.pcrs.policies():
             yield {
@@ -718,12 +725,14 @@ class GatewayAPI:
             }
 
     def pcrs_policy_host_ids_truth(self) -> Iterator[dict[str, Any]]:
+        """Ground truth of pcrs_policy_host_ids: one row per policy and host it evaluates."""
         self.pcrs.sync()
         for policy in self.pcrs.policies():
             for pair in self.pcrs.pairs_of(policy):
                 yield {"policyId": policy.id, "hostId": pair.host_id}
 
     def pcrs_posture_info_truth(self) -> Iterator[dict[str, Any]]:
+        """Ground truth of pcrs_posture_info: one posture per policy, host and control."""
         self.pcrs.sync()
         for policy in self.pcrs.policies():
             for pair in self.pcrs.pairs_of(policy):

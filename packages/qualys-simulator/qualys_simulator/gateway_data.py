@@ -47,6 +47,7 @@ def unit(*parts: object) -> float:
 
 
 def rng(*parts: object) -> random.Random:
+    """A random generator seeded by ``parts``: the same numbers in every process."""
     # Seeding with a str hashes it with SHA-512, independent of PYTHONHASHSEED.
     return random.Random("|".join(map(str, parts)))
 
@@ -140,6 +141,7 @@ ASSET_FIELDS: tuple[str, ...] = (
 
 @dataclass
 class CsamConfig:
+    """How many CSAM assets there are and how much each advance changes."""
     asset_count: int | None = None  # None: 1.5 x the World's host count
     modify_share: float = 0.10  # of existing assets touched per advance
     add_share: float = 0.02  # new assets per advance, relative to the initial count
@@ -161,6 +163,7 @@ class _AssetRow:
 
 @dataclass(frozen=True)
 class AssetIdentity:
+    """The few values of an asset that ground truth needs."""
     name: str
     agent_version: str | None  # None: no Cloud Agent on this asset
     checked_in: datetime
@@ -168,6 +171,7 @@ class AssetIdentity:
 
 @dataclass
 class CsamData:
+    """The CSAM assets: one per VM host first, then unlinked ones; changed at each advance."""
     world: World
     config: CsamConfig = field(default_factory=CsamConfig)
     _rows: list[_AssetRow] = field(default_factory=list, init=False)
@@ -565,12 +569,14 @@ _DATE_OPS: dict[str, Callable[[datetime, datetime], bool]] = {
 
 @dataclass(frozen=True)
 class AssetFilter:
+    """One filter of a CSAM search body: field, operator and value."""
     field: str
     operator: str
     value: str
 
     @classmethod
     def parse_body(cls, body: bytes) -> list[AssetFilter]:
+        """The filters of a search body; ``FilterError`` for a body the gateway refuses."""
         if not body.strip():
             return []
         try:
@@ -593,6 +599,7 @@ class AssetFilter:
         return out
 
     def check(self) -> None:
+        """Raise ``FilterError`` when the gateway does not support this field, operator or value."""
         if self.field in {"asset.lastUpdated", "asset.createdDate"}:
             if self.operator not in _DATE_OPS:
                 raise FilterError(f"Unsupported operator {self.operator} for {self.field}")
@@ -610,9 +617,11 @@ class AssetFilter:
             raise FilterError(f"Unsupported filter field {self.field}")
 
     def needs_document(self) -> bool:
+        """True when matching needs the asset's whole document (its tags or agent)."""
         return self.field in {"tags.name", "agent.version"}
 
     def matches(self, row: _AssetRow, document: Mapping[str, Any] | None) -> bool:
+        """Whether the asset of ``row`` (``document`` for tags and agent) passes this filter."""
         if self.field == "asset.lastUpdated":
             return _DATE_OPS[self.operator](row.last_modified, parse_datetime(self.value))
         if self.field == "asset.createdDate":
@@ -672,6 +681,7 @@ POSTURE_STATUSES = ("Passed", "Failed", "Error")
 
 @dataclass
 class PcrsConfig:
+    """How many PCRS policies there are and how much each advance re-evaluates."""
     policies: int = 8
     host_share: float = 0.6  # share of World hosts evaluated by each active policy
     reevaluate_share: float = 0.2  # share of (policy, host) pairs re-evaluated per advance
@@ -680,6 +690,7 @@ class PcrsConfig:
 
 @dataclass(frozen=True)
 class Policy:
+    """One PCRS policy: its technologies and controls."""
     index: int
     id: int
     title: str
@@ -717,6 +728,7 @@ class PostureState:
 
 @dataclass
 class PcrsData:
+    """The PCRS policies, the hosts each evaluates and their postures; changed at each advance."""
     world: World
     config: PcrsConfig = field(default_factory=PcrsConfig)
     _policies: list[Policy] = field(default_factory=list, init=False)
@@ -796,6 +808,7 @@ class PcrsData:
     # The lock guards against an advance replaying while a request thread reads.
 
     def policies(self) -> list[Policy]:
+        """Every policy, active and inactive, in creation order."""
         with self._lock:
             return list(self._policies)
 
@@ -803,23 +816,28 @@ class PcrsData:
         return next((p for p in self.policies() if p.id == policy_id), None)
 
     def policy_last_evaluated(self, policy: Policy) -> datetime:
+        """When ``policy`` was last evaluated (its lastEvaluatedDate)."""
         with self._lock:
             return self._policy_eval[policy.index]
 
     def pairs_of(self, policy: Policy) -> list[_Pair]:
+        """The hosts ``policy`` evaluates, as pairs in host id order."""
         with self._lock:
             pairs = [p for (pi, _), p in self._pairs.items() if pi == policy.index]
         return sorted(pairs, key=lambda p: p.host_id)
 
     def pair(self, policy: Policy, host_id: int) -> _Pair | None:
+        """The pair of ``policy`` and ``host_id``; None when the policy does not evaluate it."""
         return self._pairs.get((policy.index, host_id))
 
     def posture_id(self, policy: Policy, host_id: int, control_id: int) -> int:
+        """The posture id of (policy, host, control), unique over all three."""
         # Unique per (policy, host, control): policy ordinal, then the host id, then the control.
         # Host ids stay below 10**10 and control ids below 10**5, so the parts never overlap.
         return ((policy.index + 1) * 10**10 + host_id) * 100_000 + control_id
 
     def state(self, pair: _Pair, control_id: int) -> PostureState:
+        """The posture of ``control_id`` on ``pair`` now, its evaluations replayed."""
         status = ""
         previous = ""
         modified = created = pair.evaluations[0][1]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Request:
+    """One HTTP request, as the API modules see it."""
     method: str
     path: str  # without the query string
     query: dict[str, str]  # last value wins
@@ -23,6 +24,7 @@ class Request:
 
 @dataclass
 class Response:
+    """One answer: status, body (bytes, or chunks to stream), content type and headers."""
     status: int
     body: bytes | Iterable[bytes]  # an iterable is streamed (chunked) and may be cut/dropped
     content_type: str = "text/xml; charset=UTF-8"

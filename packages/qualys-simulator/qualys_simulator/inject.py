@@ -64,6 +64,7 @@ def _b64(payload: dict[str, Any], key: str) -> bytes:
 
 @dataclass
 class Injection:
+    """One crafted answer from ``POST /admin/inject`` and how many more times it is served."""
     endpoint: str
     status: int
     content_type: str
@@ -76,9 +77,11 @@ class Injection:
 
     @property
     def size(self) -> int:
+        """The body's length in bytes."""
         return len(self.head) + len(self.repeat) * self.repeat_count + len(self.tail)
 
     def body(self) -> bytes | Iterator[bytes]:
+        """The body: bytes when small, chunks to stream when large."""
         if self.size <= CHUNK_BYTES:
             return self.head + self.repeat * self.repeat_count + self.tail
         return self._stream()
@@ -95,6 +98,7 @@ class Injection:
         yield self.tail
 
     def describe(self) -> dict[str, Any]:
+        """This injection, as ``GET /admin/inject`` lists it."""
         return {"endpoint": self.endpoint, "status": self.status,
                 "content_type": self.content_type, "bytes": self.size,
                 "remaining": self.remaining}
@@ -109,6 +113,7 @@ class Injector:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def configure(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Queue a crafted answer, or drop every pending one (``clear``); the pending list."""
         if payload.get("clear"):
             with self._lock:
                 self._pending.clear()
@@ -136,6 +141,7 @@ class Injector:
         return self.snapshot()
 
     def snapshot(self) -> dict[str, Any]:
+        """The pending injections (``GET /admin/inject``)."""
         with self._lock:
             return {"pending": [i.describe() for queue in self._pending.values() for i in queue]}
 

@@ -21,6 +21,7 @@ def mix(*parts: int) -> int:
 
 
 def unit(*parts: int) -> float:
+    """A number in [0, 1) derived from ``parts``: the same parts give the same number."""
     return mix(*parts) / 2.0**64
 
 
@@ -31,6 +32,7 @@ def fmt(value: datetime | None) -> str | None:
 
 @lru_cache(maxsize=1 << 16)
 def fmt_utc(value: datetime) -> str:
+    """A UTC ``value`` as the VM API writes it: ``2026-11-01T00:00:00Z``."""
     # Cached: a host's detections share most of their dates, and strftime is slow.
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -55,6 +57,7 @@ class Epoch:
 
 @dataclass(slots=True)
 class Tag:
+    """An asset tag on a host."""
     tag_id: int
     name: str
     color: str
@@ -63,6 +66,7 @@ class Tag:
 
 @dataclass(slots=True)
 class CloudInfo:
+    """A cloud host's provider, instance, metadata and cloud tags."""
     provider: str  # "AWS" or "Azure"
     service: str
     resource_id: str
@@ -74,6 +78,7 @@ class CloudInfo:
 
 @dataclass(slots=True)
 class Host:
+    """One VM host as it is now: what the Host List and Host List Detection answers show."""
     index: int
     id: int
     asset_id: int
@@ -125,6 +130,7 @@ ARS_FORMULA = "Sum of ( Weight[Sev] * Weighted QDS[Sev] )"
 
 @dataclass(slots=True)
 class Detection:
+    """One detection of a host: QID, status, dates and results."""
     unique_vuln_id: int
     qid: int
     type: str  # Confirmed | Potential | Info

@@ -35,6 +35,8 @@ GATEWAY_PREFIXES = ("/auth", "/rest/", "/pcrs/")
 
 
 class GatewayLike(Protocol):
+    """What the app needs of the gateway module: an answer, or None for a path not its own."""
+
     def handle(self, request: Request) -> Response | None: ...
 
 
@@ -58,7 +60,7 @@ class Headers(Mapping[str, str]):
         return len(self._items)
 
 
-class Simulator:
+class SimulatorApp:
     """Everything one server process serves: the world, limits, faults, stats and the APIs."""
 
     def __init__(self, world: World, faults: FaultInjector, limits: Limits, stats: Stats, *,
@@ -75,6 +77,7 @@ class Simulator:
         self.injector = Injector(stats)  # crafted answers for tests: POST /admin/inject
 
     def handle(self, req: Request) -> Response:
+        """Answer one request: admin, an injected answer, the VM API, the gateway, else 404."""
         if req.path.startswith("/admin/"):
             return self.admin(req)
         injected = self.injector.answer(req.path)
@@ -93,6 +96,7 @@ class Simulator:
         return Response(status, json.dumps(data, ensure_ascii=False).encode(), "application/json")
 
     def config_snapshot(self) -> dict[str, Any]:
+        """Every run-time setting (``GET /admin/config``)."""
         return {
             **self.limits.snapshot(), **self.faults.snapshot(),
             "doctype": self.vm_config.doctype, "consultant": self.vm_config.consultant,
@@ -103,6 +107,7 @@ class Simulator:
         }
 
     def configure(self, config: dict[str, Any]) -> None:
+        """Apply ``POST /admin/config``: each key goes to the limits, faults, VM API or gateway."""
         self.limits.configure({k: v for k, v in config.items() if k in LIMIT_KEYS})
         self.faults.configure({k: v for k, v in config.items() if k in FAULT_KEYS})
         for key in VM_KEYS & config.keys():
@@ -116,6 +121,7 @@ class Simulator:
             configure(rest)
 
     def admin(self, req: Request) -> Response:
+        """Answer an ``/admin/`` request (no auth: the simulator is a test tool)."""
         routes: dict[str, Callable[[Request, dict[str, Any]], Any]] = {
             "GET /admin/stats": lambda _r, _p: {**self.stats.snapshot(),
                                                 "limits": self.limits.snapshot()},
@@ -169,6 +175,7 @@ class Simulator:
 
 
 class Handler(BaseHTTPRequestHandler):
+    """Turns each HTTP request into a ``Request`` for the app and writes its ``Response``."""
     protocol_version = "HTTP/1.1"
     server_version = "qualys-simulator"
 
@@ -265,11 +272,12 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class SimulatorHTTPServer(ThreadingHTTPServer):
+    """The threaded HTTP(S) server in front of one ``SimulatorApp``."""
     daemon_threads = True
     request_queue_size = 128
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], simulator: Simulator,
+    def __init__(self, address: tuple[str, int], simulator: SimulatorApp,
                  tls: ssl.SSLContext | None = None) -> None:
         self.simulator = simulator
         self.tls = tls

@@ -1,4 +1,4 @@
-"""Start the simulator from tests: ``with Simulator(hosts=50, seed=3) as sim: ...``.
+"""Start the simulator from tests: ``with SimulatorProcess(hosts=50, seed=3) as sim: ...``.
 
 Keyword options become command-line flags (``detections_per_host=5`` ->
 ``--detections-per-host 5``; ``True`` -> a bare flag; a list -> the flag repeated).
@@ -22,7 +22,9 @@ from typing import Any
 READY_PREFIX = "qualys-simulator listening on "
 
 
-class Simulator:
+class SimulatorProcess:
+    """The simulator as a subprocess on a free port; a context manager for tests and benchmarks."""
+
     def __init__(self, *, username: str = "qa_sim_user",
                  password: str = "sim-password",  # noqa: S107 - the documented test credential
                  startup_timeout: float = 30.0, **options: Any) -> None:
@@ -39,6 +41,7 @@ class Simulator:
         return self.process.pid
 
     def command(self) -> list[str]:
+        """The command line that starts the simulator with these options."""
         args = [sys.executable, "-m", "qualys_simulator", "--port", "0",
                 "--username", self.username, "--password", self.password]
         for key, value in self.options.items():
@@ -54,7 +57,8 @@ class Simulator:
                 args += [flag, str(value)]
         return args
 
-    def start(self) -> Simulator:
+    def start(self) -> SimulatorProcess:
+        """Start the subprocess and wait for its ready line; ``RuntimeError`` if it never comes."""
         self.process = subprocess.Popen(
             self.command(), stdout=subprocess.PIPE, text=True, bufsize=1,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -76,6 +80,7 @@ class Simulator:
         raise RuntimeError(f"qualys simulator did not start: {' '.join(self.command())}")
 
     def stop(self) -> None:
+        """Terminate the subprocess; kill it if it has not ended after 10 s."""
         if self.process is None:
             return
         if self.process.poll() is None:
@@ -88,7 +93,7 @@ class Simulator:
         if self.process.stdout is not None:
             self.process.stdout.close()
 
-    def __enter__(self) -> Simulator:
+    def __enter__(self) -> SimulatorProcess:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -112,9 +117,11 @@ class Simulator:
             raise RuntimeError(f"{request.full_url}: {exc.code} {exc.read().decode()}") from None
 
     def admin_get(self, path: str) -> Any:
+        """GET an admin path; the answer's JSON."""
         return self._open(urllib.request.Request(self.url + path))  # noqa: S310 - see _open
 
     def admin_post(self, path: str, json_body: Any = None) -> Any:
+        """POST ``json_body`` to an admin path; the answer's JSON."""
         data = json.dumps(json_body if json_body is not None else {}).encode()
         request = urllib.request.Request(  # noqa: S310 - see _open
             self.url + path, data=data, method="POST",
@@ -122,18 +129,22 @@ class Simulator:
         return self._open(request)
 
     def stats(self) -> dict[str, Any]:
+        """Request, response, fault and concurrency counters (``GET /admin/stats``)."""
         return dict(self.admin_get("/admin/stats"))
 
     def reset_stats(self) -> None:
         self.admin_post("/admin/stats/reset")
 
     def configure(self, **config: Any) -> dict[str, Any]:
+        """Change limits, faults and quirks (``POST /admin/config``); the new settings."""
         return dict(self.admin_post("/admin/config", config))
 
     def advance(self, seconds: float = 86400, **changes: Any) -> dict[str, Any]:
+        """Move the clock and apply that time's changes (``POST /admin/advance``); what changed."""
         return dict(self.admin_post("/admin/advance", {"seconds": seconds, **changes}))
 
     def ground_truth(self, stream: str | None = None) -> Any:
+        """The records a full sync of ``stream`` must load; without one, counts and checksums."""
         if stream is None:
             return self.admin_get("/admin/ground-truth")
         return self.admin_get(f"/admin/ground-truth?stream={stream}")["records"]

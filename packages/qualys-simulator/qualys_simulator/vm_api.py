@@ -34,6 +34,7 @@ INCIDENT_NOTE = ("\n<!-- Internal error. Please contact customer support. "
 
 @dataclass
 class VMConfig:
+    """The VM API's settings: credentials and the quirks tests switch on."""
     username: str = "qa_sim_user"
     password: str = "sim-password"  # noqa: S105 - the simulator's documented test credential
     doctype: bool = True
@@ -78,17 +79,20 @@ class HostFilter:
         self.ips = {i.strip() for i in str(values["ips"]).split(",")} if "ips" in values else None
 
     def start_id(self) -> int:
+        """The lowest host id the request can match: where the walk starts."""
         low = self.id_min
         if self.ids:
             low = max(low, self.ids[0][0])
         return low
 
     def past_end(self, host_id: int) -> bool:
+        """True when no host from ``host_id`` on can match (past id_max or the last ids range)."""
         if self.id_max is not None and host_id > int(self.id_max):  # type: ignore[call-overload]
             return True
         return bool(self.ids) and host_id > self.ids[-1][1]  # type: ignore[index]
 
     def matches(self, host: Host) -> bool:  # noqa: PLR0911 - one early return per filter
+        """Whether ``host`` passes every host filter of the request."""
         v = self.v
         if self.ids is not None and not _in_ranges(self.ids, host.id):
             return False
@@ -140,6 +144,8 @@ class HostFilter:
 
 
 class DetectionFilter:
+    """The detection filters of a Host List Detection request."""
+
     def __init__(self, values: dict[str, object], now: datetime) -> None:
         self.v = values
         self.now = now
@@ -164,6 +170,7 @@ class DetectionFilter:
         self.severities: list[tuple[int, int]] | None = values.get("severities")  # type: ignore[assignment]
 
     def matches(self, d: Detection) -> bool:  # noqa: PLR0911 - one early return per filter
+        """Whether detection ``d`` passes every detection filter of the request."""
         v = self.v
         if d.status not in self.statuses or d.type not in self.types:
             return False
@@ -216,6 +223,7 @@ def _arf_keeps(flag: int | None, mode: str) -> bool:
 
 
 def host_options(values: dict[str, object]) -> vm_xml.HostOptions:
+    """What the request asks each HOST element to show (details, tags, TruRisk, QDS, ...)."""
     o = vm_xml.HostOptions()
     o.details = str(values.get("details", "Basic"))
     o.show_asset_id = bool(values.get("show_asset_id"))
@@ -270,6 +278,7 @@ class TrackedBody:
             on_close()
 
     def close(self) -> None:
+        """Close the body and free its call's concurrency slot."""
         close = getattr(self._body, "close", None)
         if close is not None:
             close()
@@ -348,6 +357,8 @@ WARNING_URL_EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
 
 
 class VMAPI:
+    """The VM API: KnowledgeBase, Host List, Host List Detection, session and version checks."""
+
     def __init__(self, world: World, faults: FaultInjector, limits: Limits, stats: Stats,
                  config: VMConfig) -> None:
         self.world = world
@@ -360,6 +371,7 @@ class VMAPI:
 
     @staticmethod
     def endpoint_of(path: str) -> str | None:
+        """The endpoint name of ``path``; None when it is not a VM API path."""
         for pattern, name in _ROUTES:
             if pattern.match(path):
                 return name
@@ -367,6 +379,7 @@ class VMAPI:
 
     # ---- entry point -------------------------------------------------------------------------
     def handle(self, req: Request) -> Response | None:
+        """Answer a VM API request; None for a path that is not the VM API's."""
         endpoint = self.endpoint_of(req.path)
         if endpoint is None:
             return None

@@ -30,6 +30,8 @@ _IDS = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
 
 
 class ParamError(Exception):
+    """A request Qualys refuses: its error code and text, for a SIMPLE_RETURN."""
+
     def __init__(self, code: int, text: str) -> None:
         super().__init__(text)
         self.code = code
@@ -319,6 +321,7 @@ def accepted(endpoint: str, version: str) -> dict[str, Param]:
 
 def check_params(form: dict[str, str], endpoint: str, version: str,
                  consultant: bool) -> dict[str, object]:
+    """The request's parameters, checked and typed like Qualys does; ``ParamError`` if refused."""
     spec = accepted(endpoint, version)
     unknown = [k for k in form if k not in spec or (consultant and k in TRURISK)]
     if unknown:

@@ -18,15 +18,18 @@ DTD_BASE = "https://qualysapi.qualys.com/api/2.0"
 
 
 def esc(text: str) -> str:
+    """``text`` escaped for XML character data."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def cdata(text: str) -> str:
+    """``text`` as a CDATA section."""
     # "]]>" cannot appear inside a CDATA section: close it and open a new one between "]]" and ">".
     return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
 def el(name: str, value: object) -> str:
+    """``<name>value</name>``, or nothing when ``value`` is None."""
     if value is None:
         return ""
     if isinstance(value, datetime):
@@ -47,12 +50,14 @@ def text_el(name: str, value: str | None, style: int) -> str:
 
 def document_head(root: str, dtd_path: str | None, now: datetime,
                   echo: str = "") -> str:
+    """The XML declaration, the DOCTYPE and the opening of RESPONSE up to its DATETIME."""
     doctype = f'<!DOCTYPE {root} SYSTEM "{DTD_BASE}/{dtd_path}">\n' if dtd_path else ""
     return f"{XML_DECL}{doctype}<{root}>\n{echo}  <RESPONSE>\n    <DATETIME>{fmt(now)}</DATETIME>\n"
 
 
 def request_echo(now: datetime, user: str, resource: str, params: Sequence[tuple[str, str]],
                  post_data: str | None) -> str:
+    """The REQUEST element that echoes the call (``echo_request=1``)."""
     param_xml = "".join(
         f"<PARAM><KEY>{esc(k)}</KEY><VALUE>{cdata(v)}</VALUE></PARAM>" for k, v in params
     )
@@ -63,6 +68,7 @@ def request_echo(now: datetime, user: str, resource: str, params: Sequence[tuple
 
 
 def warning(limit: int, url: str) -> str:
+    """The WARNING 1980 element: the record limit and the URL of the next page."""
     return (f"    <WARNING>\n      <CODE>1980</CODE>\n      <TEXT>{limit} record limit exceeded. "
             f"Use URL to get next batch of results.</TEXT>\n      <URL>{cdata(url)}</URL>\n"
             "    </WARNING>\n")
@@ -70,6 +76,7 @@ def warning(limit: int, url: str) -> str:
 
 def simple_return(now: datetime, text: str, code: int | None = None, *,
                   items: Iterable[tuple[str, str]] = (), doctype: bool = True) -> bytes:
+    """A SIMPLE_RETURN document: how the VM API answers errors and simple actions."""
     item_xml = "".join(
         f"      <ITEM>\n        <KEY>{esc(k)}</KEY>\n        <VALUE>{esc(v)}</VALUE>\n"
         "      </ITEM>\n" for k, v in items
@@ -160,6 +167,7 @@ class HostOptions:
 
 
 def host_list_host(host: Host, o: HostOptions) -> str:
+    """One HOST element of a Host List answer."""
     style = host.index % 3
     parts = [f"      <HOST>\n        <ID>{host.id}</ID>"]
     if o.show_asset_id:
@@ -287,6 +295,7 @@ def _detection(d: Detection, o: HostOptions) -> str:
 
 
 def detection_host(host: Host, detections: list[Detection], o: HostOptions) -> str:
+    """One HOST element of a Host List Detection answer, with its detections."""
     style = host.index % 3
     parts = [f"      <HOST>\n        <ID>{host.id}</ID>"]
     if o.show_asset_id:
@@ -322,6 +331,7 @@ def _list(outer: str, rows: str) -> str:
 
 
 def vuln(v: Vuln, details: str, flags: set[str]) -> str:
+    """One VULN element of a KnowledgeBase answer."""
     style = v.qid % 3
     parts = [
         f"      <VULN>\n        <QID>{v.qid}</QID><VULN_TYPE>{v.vuln_type}</VULN_TYPE>"

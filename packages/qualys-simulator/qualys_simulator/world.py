@@ -55,6 +55,7 @@ class Clock:
 
 @dataclass
 class WorldOptions:
+    """What the world is generated from: the data flags of the command line."""
     hosts: int = 100
     seed: int = 1
     detections_per_host: float = 8.0
@@ -92,21 +93,27 @@ class World:
     # ---- public API used by the API modules (documented in README) --------------------------
     @property
     def epoch(self) -> int:
+        """How many advances the world has had (0 at start)."""
         return len(self.epochs)
 
     def on_advance(self, callback: AdvanceHook) -> None:
+        """Call ``callback(world, epoch)`` after every advance."""
         self._hooks.append(callback)
 
     def register_ground_truth(self, name: str, fn: GroundTruthFn) -> None:
+        """Serve ``fn()`` as the ground truth of stream ``name``."""
         self._ground_truth[name] = fn
 
     def ground_truth_streams(self) -> list[str]:
+        """The names of the streams with a ground truth, sorted."""
         return sorted(self._ground_truth)
 
     def ground_truth(self, name: str) -> Iterable[dict[str, Any]]:
+        """The records a full sync of stream ``name`` must load now."""
         return self._ground_truth[name]()
 
     def ground_truth_summary(self) -> dict[str, dict[str, Any]]:
+        """Per stream: its record count and a SHA-256 checksum of its records."""
         summary = {}
         for name in self.ground_truth_streams():
             digest = hashlib.sha256()
@@ -128,9 +135,11 @@ class World:
             return self._host_ids_cache
 
     def host_id_of(self, index: int) -> int:
+        """The id of the ``index``-th host ever created (ids ascend with the index)."""
         return HOST_ID_BASE + HOST_ID_STRIDE * index + mix(self.seed, 10, index) % HOST_ID_STRIDE
 
     def index_of_host(self, host_id: int) -> int | None:
+        """The index of the live host ``host_id``; None for an unknown or purged id."""
         index, _ = divmod(host_id - HOST_ID_BASE, HOST_ID_STRIDE)
         with self._lock:
             valid = 0 <= index < self._host_total and index not in self._purged
@@ -139,6 +148,7 @@ class World:
         return None
 
     def host(self, host_id: int) -> Host | None:
+        """The live host ``host_id`` as it is now; None for an unknown or purged id."""
         index = self.index_of_host(host_id)
         return None if index is None else self.host_at(index)
 
@@ -151,14 +161,17 @@ class World:
                 yield self.host_at(index)
 
     def qids(self) -> list[int]:
+        """Every QID of the KnowledgeBase now, in index order."""
         with self._lock:
             total = self._kb_total
         return [self.qid_of(k) for k in range(total)]
 
     def qid_of(self, k: int) -> int:
+        """The QID of KnowledgeBase entry ``k``."""
         return self._kb_qid[k]
 
     def index_of_qid(self, qid: int) -> int | None:
+        """The KnowledgeBase index of ``qid``; None when there is no such QID."""
         k = _REAL_QID_INDEX.get(qid)
         if k is None:
             k, _ = divmod(qid - QID_BASE, QID_STRIDE)
@@ -168,6 +181,7 @@ class World:
 
     # ---- advancing time ---------------------------------------------------------------------
     def advance(self, seconds: float, **overrides: Any) -> Epoch:
+        """Move the clock and apply one advance: rescans, fixes, new and purged hosts, QIDs."""
         with self._lock:
             start = self.clock.now()
             end = self.clock.advance(seconds)
@@ -225,6 +239,7 @@ class World:
         ]
 
     def host_at(self, index: int) -> Host:
+        """Host ``index`` as it is now: as created, then every rescan replayed."""
         created = self._created_epoch(index)
         host = datagen.make_host(self, index, created)
         for epoch in self.rescans(index):
@@ -255,32 +270,39 @@ class World:
             self._kb_vuln_type.append(vuln_type)
 
     def kb_severity(self, k: int) -> int:
+        """The severity (1-5) of KnowledgeBase entry ``k``."""
         return self._kb_severity[k]
 
     def kb_vuln_type(self, k: int) -> int:
+        """The vuln type of KnowledgeBase entry ``k``, as an index into ``VULN_TYPES``."""
         return self._kb_vuln_type[k]
 
     def kb_created_epoch(self, k: int) -> Epoch | None:
+        """The advance that added KnowledgeBase entry ``k``; None if there from the start."""
         for epoch in self.epochs:
             if epoch.kb_new_from <= k < epoch.kb_new_from + epoch.kb_new:
                 return epoch
         return None
 
     def kb_modifications(self, k: int) -> list[Epoch]:
+        """The advances that modified KnowledgeBase entry ``k`` after it was added."""
         return [
             e for e in self.epochs
             if k < e.kb_new_from and unit(self.seed, 21, k, e.number) < e.kb_modified_fraction
         ]
 
     def kb_total(self) -> int:
+        """How many QIDs the KnowledgeBase holds now."""
         with self._lock:
             return self._kb_total
 
     def vuln(self, k: int) -> datagen.Vuln:
+        """KnowledgeBase entry ``k`` as it is now."""
         return datagen.make_vuln(self, k)
 
     # ---- ground truth -----------------------------------------------------------------------
     def knowledge_base_truth(self) -> Iterator[dict[str, Any]]:
+        """Ground truth of knowledge_base: what a full sync must load, per QID."""
         for k in range(self.kb_total()):
             vuln = self.vuln(k)
             yield {
@@ -292,6 +314,7 @@ class World:
             }
 
     def hosts_truth(self) -> Iterator[dict[str, Any]]:
+        """Ground truth of hosts: what a full sync must load, per live host."""
         for host in self.hosts_from(0):
             yield {
                 "ID": host.id,
@@ -315,6 +338,7 @@ class World:
     # The default tap run asks for these (show_arf_data, mitre_attack_details); a field the
     # answer leaves out is null.
     def host_detections_truth(self) -> Iterator[dict[str, Any]]:
+        """Ground truth of host_detections: every detection of every live host."""
         for host in self.hosts_from(0):
             for d in self.detections(host):
                 yield {
