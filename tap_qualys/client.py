@@ -36,6 +36,7 @@ from tap_qualys.auth import (
     gateway_authenticator,
     vm_api_authenticator,
 )
+from tap_qualys.casting import DateNormalizer, format_utc
 from tap_qualys.concurrency import PauseGate, shared_pause_gate
 from tap_qualys.platforms import resolve_urls
 from tap_qualys.retries import (
@@ -506,10 +507,11 @@ class QualysVMStream(QualysStream[int | None]):
                 except BaseException:
                     spool.close()
                     raise
+        server_time = page.response_datetime
         fetched = FetchedPage(
             records=spool,
             next_url=page.next_url,
-            response_datetime=_as_text(page.response_datetime),
+            response_datetime=format_utc(server_time) if server_time else None,
             elapsed=time.monotonic() - started,
             extracted=extracted,
             # Records come in ascending key order: the last one holds the highest key.
@@ -588,10 +590,6 @@ class QualysVMStream(QualysStream[int | None]):
         self.logger.info("%s: POST %s%s with %s", self.name, self.url_base, self.path, filters)
 
 
-def _as_text(value: datetime | None) -> str | None:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
-
-
 _TAGS = re.compile(rb"<[^>]+>")
 
 
@@ -626,83 +624,6 @@ def decode_gateway_body(content: bytes) -> t.Any:
             msg = f"gzip body does not decompress: {exc}"
             raise ValueError(msg) from None
     return _JSON.decode(content)
-
-
-class DateNormalizer:
-    """Rewrites the ``date-time`` fields of gateway records to ISO-8601 UTC strings.
-
-    CSAM mixes ISO strings with milliseconds (``2025-07-11T14:21:10.000Z``) and integer epoch
-    milliseconds (agent, sensor, inventory, activity); PCRS writes ``""`` for dates that never
-    happened. Every ``format: date-time`` field of the stream's schema, at any depth, comes out
-    as an ISO-8601 UTC string or null: epoch milliseconds become ``YYYY-MM-DDTHH:MM:SS.mmmZ``,
-    ISO strings already in UTC (``Z``) are kept as sent, other offsets are converted, ``""``
-    becomes null. The walk visits only the schema paths that lead to such fields.
-    """
-
-    _LEAF: t.ClassVar[dict[str, t.Any]] = {}
-
-    def __init__(self, schema: Mapping[str, t.Any]) -> None:
-        """Compile the paths to the date-time fields of ``schema``."""
-        self._paths = self._compile(schema) or {}
-
-    @classmethod
-    def _compile(cls, schema: Mapping[str, t.Any]) -> dict[str, t.Any] | None:
-        if schema.get("format") == "date-time":
-            return cls._LEAF
-        if "properties" in schema:
-            paths = {
-                key: sub
-                for key, prop in schema["properties"].items()
-                if (sub := cls._compile(prop)) is not None
-            }
-            return paths or None
-        if isinstance(schema.get("items"), dict):
-            return cls._compile(schema["items"])
-        return None
-
-    def __call__(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
-        """Normalise ``record`` in place and return it."""
-        self._walk(record, self._paths)
-        return record
-
-    def _walk(self, node: t.Any, paths: dict[str, t.Any]) -> None:
-        if isinstance(node, list):
-            for item in node:
-                self._walk(item, paths)
-            return
-        if not isinstance(node, dict):
-            return
-        for key, sub in paths.items():
-            if key not in node:
-                continue
-            if sub is self._LEAF:
-                node[key] = iso_utc(node[key])
-            else:
-                self._walk(node[key], sub)
-
-
-def iso_utc(value: t.Any) -> t.Any:
-    """One gateway date as ISO-8601 UTC with milliseconds; ``""``/null as None.
-
-    Integers are epoch milliseconds. Strings already carrying a zone are kept when they are in
-    UTC ``Z`` form, otherwise converted; anything unparseable is passed through untouched rather
-    than dropped, so no data is lost to an unexpected format.
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        moment = datetime.fromtimestamp(value / 1000, tz=timezone.utc)
-    elif isinstance(value, str) and not value.endswith("Z"):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            return value
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-    else:
-        return value
-    moment = moment.astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 class QualysGatewayStream(QualysStream[t.Any]):

@@ -43,6 +43,7 @@ from tap_qualys.casting import (
     Kind,
     ObjectSpec,
     load_stream_spec,
+    parse_utc,
     to_datetime,
     to_integer,
     to_string,
@@ -854,7 +855,7 @@ class XMLPage(Iterator[Record]):
                 msg = f"<RESPONSE>/<DATETIME>: {exc}"
                 raise QualysXMLError(msg) from None
             if value is not None:
-                self.response_datetime = datetime.fromisoformat(value[:-1] + "+00:00")
+                self.response_datetime = parse_utc(value)
         elif element.tag == "WARNING":
             code = (element.findtext("CODE") or "").strip()
             self.warning_code = int(code) if code.isdigit() and code.isascii() else None

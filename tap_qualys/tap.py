@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import typing as t
-from datetime import datetime
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
@@ -14,6 +13,7 @@ from singer_sdk.singerlib import Message, SingerMessageType
 
 from tap_qualys import bookmarks, signals
 from tap_qualys.bookmarks import StateError
+from tap_qualys.casting import CastError, parse_utc
 from tap_qualys.client import EncodedRecord
 from tap_qualys.meltano_numbers import numbers_from_strings
 from tap_qualys.platforms import PLATFORMS, PlatformError, resolve_urls
@@ -505,8 +505,8 @@ class TapQualys(Tap):
         start_date = self.config.get("start_date")
         if start_date:
             try:
-                datetime.fromisoformat(str(start_date).replace("Z", "+00:00"))
-            except ValueError:
+                parse_utc(str(start_date))
+            except CastError:
                 errors.append(
                     f"start_date: {start_date!r} is not a date; use e.g. 2025-01-31T00:00:00Z"
                 )

@@ -23,7 +23,7 @@ Paging, bookmark and resume:
   run then re-reads every asset changed since the interrupted run began, those below N included.
 
 Record shape: the API's own keys. ``date-time`` fields come out as ISO-8601 UTC strings, epoch
-milliseconds included (see ``client.DateNormalizer``); software ids above 2**53 stay exact
+milliseconds included (see ``casting.DateNormalizer``); software ids above 2**53 stay exact
 integers. ``inventoryListData`` / ``inventory_list_data`` (other spellings seen for the inventory
 block) are read into ``inventory``.
 """
@@ -34,14 +34,14 @@ import sys
 import time
 import typing as t
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_qualys import bookmarks, schemas
 from tap_qualys.auth import GatewayAuthError
-from tap_qualys.casting import format_utc, http_date, parse_utc
+from tap_qualys.casting import format_utc, http_date, parse_utc, qualys_filter_datetime
 from tap_qualys.client import QualysGatewayStream, StalledPages
 from tap_qualys.retries import QualysAPIError, transient
 
@@ -160,11 +160,6 @@ def _after(asset: t.Any, cursor: int) -> bool:
         return int(asset.get("assetId")) > cursor
     except (AttributeError, TypeError, ValueError):
         return True  # no usable id: count it as new, the cursor check still guards the paging
-
-
-def qualys_filter_datetime(value: datetime | str) -> str:
-    """A bookmark as the filter value: UTC to the second, floored (so the window overlaps)."""
-    return format_utc(parse_utc(value))
 
 
 class CsamAssetsStream(QualysGatewayStream):

@@ -47,10 +47,10 @@ from datetime import timedelta
 from singer_sdk import SchemaDirectory, StreamSchema
 
 from tap_qualys import bookmarks, schemas
+from tap_qualys.casting import qualys_filter_datetime
 from tap_qualys.client import QualysGatewayStream
 from tap_qualys.concurrency import OrderedPipeline
 from tap_qualys.retries import transient
-from tap_qualys.streams.csam import qualys_filter_datetime
 
 if sys.version_info >= (3, 12):
     from typing import override
