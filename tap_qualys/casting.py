@@ -38,9 +38,10 @@ from enum import Enum
 from importlib import resources
 from typing import Any, ClassVar, Final
 
+from tap_qualys.errors import CastError
+
 __all__ = [
     "DATETIME_CACHE",
-    "CastError",
     "DateNormalizer",
     "Field",
     "Kind",
@@ -60,10 +61,6 @@ __all__ = [
 ]
 
 Caster = Callable[[str], Any]
-
-
-class CastError(ValueError):
-    """Text that does not fit its schema type. ``qualys_xml`` adds the element name."""
 
 
 # --- scalar converters --------------------------------------------------------------------------

@@ -31,20 +31,19 @@ from singer_sdk.streams.rest import PageContext
 from tap_qualys import __version__, qualys_xml
 from tap_qualys.auth import (
     DEFAULT_TOKEN_REFRESH_MARGIN,
-    GatewayAuthError,
     GatewayTokenAuthenticator,
     gateway_authenticator,
     vm_api_authenticator,
 )
 from tap_qualys.casting import DateNormalizer, format_utc
 from tap_qualys.concurrency import PauseGate, shared_pause_gate
+from tap_qualys.errors import GatewayAuthError, QualysAPIError, SimpleReturnError
 from tap_qualys.platforms import resolve_urls
 from tap_qualys.retries import (
     DEFAULT_MAX_RATE_LIMIT_WAIT,
     CredentialSession,
     FailedAttempt,
     Kind,
-    QualysAPIError,
     RequestStats,
     RetryPolicy,
     Verdict,
@@ -501,7 +500,7 @@ class QualysVMStream(QualysStream[int | None]):
                     page = self.parse_response(response)
                     for record in page:
                         spool.append(record)
-                except qualys_xml.SimpleReturnError as exc:
+                except SimpleReturnError as exc:
                     spool.close()
                     raise self._failed(response, exc) from None
                 except BaseException:
@@ -552,7 +551,7 @@ class QualysVMStream(QualysStream[int | None]):
         raise self._failed(response, error)
 
     @staticmethod
-    def _failed(response: requests.Response, error: qualys_xml.SimpleReturnError) -> FailedAttempt:
+    def _failed(response: requests.Response, error: SimpleReturnError) -> FailedAttempt:
         return FailedAttempt(
             classify_response(
                 response.status_code,

@@ -12,12 +12,11 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import Message, SingerMessageType
 
 from tap_qualys import bookmarks, signals
-from tap_qualys.bookmarks import StateError
-from tap_qualys.casting import CastError, parse_utc
+from tap_qualys.casting import parse_utc
 from tap_qualys.client import EncodedRecord
+from tap_qualys.errors import CastError, PlatformError, QualysAPIError, StateError
 from tap_qualys.meltano_numbers import numbers_from_strings
-from tap_qualys.platforms import PLATFORMS, PlatformError, resolve_urls
-from tap_qualys.retries import QualysAPIError
+from tap_qualys.platforms import PLATFORMS, resolve_urls
 from tap_qualys.streams import csam, pcrs, vm
 
 if sys.version_info >= (3, 12):

@@ -13,7 +13,8 @@ import requests
 from qualys_simulator.testing import Simulator
 from tap_qualys.auth import GatewayTokenAuthenticator
 from tap_qualys.client import decode_gateway_body
-from tap_qualys.retries import FailedAttempt, QualysAPIError
+from tap_qualys.errors import QualysAPIError
+from tap_qualys.retries import FailedAttempt
 from tap_qualys.streams.csam import CsamAssetPaginator, CsamPage, read_csam_page
 from tests.gateway_support import (
     JWT_PATTERN,

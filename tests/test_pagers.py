@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from tap_qualys.client import MAX_STALLED_PAGES, FetchedPage, RecordSpool, TruncationPaginator
-from tap_qualys.retries import QualysAPIError
+from tap_qualys.errors import QualysAPIError
 from tap_qualys.streams.csam import CsamAssetPaginator, CsamPage
 
 BASE = "https://qualysapi.qualys.com/api/5.0/fo/asset/host/?action=list&truncation_limit=2"

@@ -10,7 +10,8 @@ import typing as t
 import pytest
 
 from qualys_simulator.testing import Simulator
-from tap_qualys.retries import Kind, QualysAPIError, classify_gateway_response
+from tap_qualys.errors import QualysAPIError
+from tap_qualys.retries import Kind, classify_gateway_response
 from tap_qualys.streams.pcrs import (
     CONTROLS_VIEW_SQL,
     PcrsPolicyHostIdsStream,

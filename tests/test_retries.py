@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tap_qualys.qualys_xml import QualysTruncatedResponseError, QualysXMLError
+from tap_qualys.errors import QualysAPIError, QualysTruncatedResponseError, QualysXMLError
 from tap_qualys.retries import (
     FailedAttempt,
     Kind,
-    QualysAPIError,
     RequestStats,
     RetryPolicy,
     Verdict,

@@ -26,14 +26,8 @@ import requests
 
 from qualys_simulator.testing import Simulator
 from tap_qualys.client import TruncationPaginator
-from tap_qualys.retries import (
-    FailedAttempt,
-    Kind,
-    QualysAPIError,
-    RequestStats,
-    RetryPolicy,
-    classify_response,
-)
+from tap_qualys.errors import QualysAPIError
+from tap_qualys.retries import FailedAttempt, Kind, RequestStats, RetryPolicy, classify_response
 from tap_qualys.streams import pcrs
 from tap_qualys.tap import TapQualys
 from tests.gateway_support import PCRS_STREAMS, catalog, gateway_config, parse_messages, run_tap

@@ -21,7 +21,7 @@ from singer_sdk.singerlib import RecordMessage
 
 from qualys_simulator.testing import Simulator
 from tap_qualys.client import FetchedPage, RecordSpool, TruncationPaginator, record_line_parts
-from tap_qualys.retries import QualysAPIError
+from tap_qualys.errors import QualysAPIError
 from tap_qualys.streams.vm import HostDetectionsStream
 from tap_qualys.tap import TapQualys
 from tests.conftest import tap_config

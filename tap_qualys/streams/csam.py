@@ -40,10 +40,10 @@ from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_qualys import bookmarks, schemas
-from tap_qualys.auth import GatewayAuthError
 from tap_qualys.casting import format_utc, http_date, parse_utc, qualys_filter_datetime
 from tap_qualys.client import QualysGatewayStream, StalledPages
-from tap_qualys.retries import QualysAPIError, transient
+from tap_qualys.errors import GatewayAuthError, QualysAPIError
+from tap_qualys.retries import transient
 
 if sys.version_info >= (3, 12):
     from typing import override
