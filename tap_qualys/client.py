@@ -8,7 +8,6 @@ import gzip
 import logging
 import re
 import sys
-import tempfile
 import threading
 import time
 import typing as t
@@ -22,10 +21,8 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import requests
 from singer_sdk import RESTStream
-from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
-from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams.rest import PageContext
 
 from tap_qualys import __version__, qualys_xml
@@ -37,6 +34,7 @@ from tap_qualys.auth import (
 )
 from tap_qualys.casting import DateNormalizer, format_utc
 from tap_qualys.concurrency import PauseGate, shared_pause_gate
+from tap_qualys.emit import EncodedRecordStream, RecordSpool, SDKStream
 from tap_qualys.errors import GatewayAuthError, QualysAPIError, SimpleReturnError
 from tap_qualys.platforms import resolve_urls
 from tap_qualys.retries import (
@@ -59,7 +57,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from singer_sdk.authenticators import BasicAuthenticator
     from singer_sdk.helpers.types import Context, Record
@@ -69,104 +67,12 @@ if t.TYPE_CHECKING:
 
 #: Read the body in pieces this big; the XML parser is fed as they arrive.
 CHUNK_SIZE = 1024 * 1024
-#: A spooled page stays in memory up to this size, then moves to a temporary file.
-SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
-#: Records per frame in the spool.
-SPOOL_FRAME_RECORDS = 256
 #: Error bodies are small SIMPLE_RETURN documents; never read more than this of one.
 MAX_ERROR_BODY = 1024 * 1024
 #: Pages in a row that say "more records exist" yet bring no new record before a pager stops.
 #: A real server may answer an empty page now and then (a filter that matches nothing in an id
 #: range); ten in a row is a server paging in place, which would otherwise never end.
 MAX_STALLED_PAGES = 10
-
-
-class RecordSpool:
-    """Records of one page, held until the whole document has parsed.
-
-    Qualys can fail part-way through a 200 answer (dropped connection, a cut body, an incident
-    note). Emitting records as they parse would then leave half a page downstream and emit it
-    again on retry. So a page is parsed completely into this spool and only read back once it
-    ended correctly. Each record is stored as its JSON (msgspec), which is what the tap writes
-    in the end: the detection stream writes those bytes as they are (:class:`EncodedRecord`),
-    the other streams decode them back into dicts. Frames of records stay in memory up to
-    :data:`SPOOL_MEMORY_BYTES`, then move to a temporary file.
-    """
-
-    def __init__(self) -> None:
-        """Open an empty spool."""
-        self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
-        self._encode = msgspec.json.Encoder().encode
-        self._frame: list[bytes] = []
-        self.count = 0
-
-    def append(self, record: dict[str, t.Any]) -> None:
-        """Add one record."""
-        self._frame.append(self._encode(record))
-        self.count += 1
-        if len(self._frame) >= SPOOL_FRAME_RECORDS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._frame:
-            # JSON from msgspec never holds a raw newline (it escapes them in strings), so one
-            # newline between records is an unambiguous separator.
-            data = b"\n".join(self._frame)
-            self._file.write(len(data).to_bytes(4, "big"))
-            self._file.write(data)
-            self._frame = []
-
-    def encoded(self) -> Iterator[bytes]:
-        """Each record's JSON, in order; the spool is released at the end."""
-        self._flush()
-        self._file.seek(0)
-        try:
-            while header := self._file.read(4):
-                yield from self._file.read(int.from_bytes(header, "big")).split(b"\n")
-        finally:
-            self.close()
-
-    def __iter__(self) -> Iterator[dict[str, t.Any]]:
-        """Read the records back as dicts, in order, and release the spool."""
-        decode = msgspec.json.Decoder(dict[str, t.Any]).decode
-        for line in self.encoded():
-            yield decode(line)
-
-    def close(self) -> None:
-        """Free the memory or the temporary file."""
-        self._file.close()
-
-
-class EncodedRecord:
-    """A RECORD message already serialised, standing in for the record in the SDK's loop.
-
-    On detections, decoding each spooled record back into a dict only to encode it again as a
-    RECORD message was about a quarter of the tap's CPU. When nothing can change a record
-    between the spool and stdout (every property selected, no stream map, no flattening: see
-    ``HostDetectionsStream.emits_encoded``), the stream yields these instead; the SDK's loop
-    still counts each one, and :meth:`QualysVMStream._generate_record_messages` hands it to the
-    writer, which writes ``line`` as it is. Not a dict on purpose: code that reads a field from
-    it fails loudly instead of seeing an empty record.
-    """
-
-    __slots__ = ("line",)
-
-    def __init__(self, line: bytes) -> None:
-        """Hold one complete RECORD message line, newline included."""
-        self.line = line
-
-
-def record_line_parts(stream: str, version: int | None, extracted: datetime) -> tuple[bytes, bytes]:
-    """The bytes before and after a record's JSON in its RECORD message line.
-
-    The same fields, order and formats as the SDK's ``RecordMessage`` written by its msgspec
-    writer (tests/test_vm_streams.py compares the two).
-    """
-    encode = msgspec.json.encode
-    prefix = b'{"type":"RECORD","stream":' + encode(stream) + b',"record":'
-    suffix = b',"version":' + encode(version) if version is not None else b""
-    suffix += b',"time_extracted":' + encode(extracted.astimezone(timezone.utc)) + b"}\n"
-    return prefix, suffix
 
 
 @dataclass
@@ -272,7 +178,7 @@ class TruncationPaginator(BaseAPIPaginator[int | None]):
 TToken = t.TypeVar("TToken")
 
 
-class QualysStream(RESTStream[TToken]):
+class QualysStream(SDKStream, RESTStream[TToken]):
     """What both Qualys APIs share: TLS settings, user agent, timeout, the retry policy, counters
     for the summary line, and one HTTP session per worker thread."""
 
@@ -292,8 +198,13 @@ class QualysStream(RESTStream[TToken]):
         drop_sdk_unsorted_warning()
         self._local = threading.local()
         # Every call carries Basic credentials or a token: no redirects to another server.
-        self._requests_session = CredentialSession()
-        self.requests_session.verify = self.verify
+        self._credential_session = CredentialSession()
+        self._credential_session.verify = self.verify
+
+    @override
+    @property
+    def requests_session(self) -> requests.Session:
+        return self._credential_session
 
     @cached_property
     def verify(self) -> bool | str:
@@ -357,7 +268,7 @@ class QualysStream(RESTStream[TToken]):
         return session
 
 
-class QualysVMStream(QualysStream[int | None]):
+class QualysVMStream(EncodedRecordStream, QualysStream[int | None]):
     """A VM API stream (``/api/<ver>/fo/...``): form POSTs, Basic auth, streamed XML.
 
     Subclasses set ``path`` and implement :meth:`qualys_params` and :meth:`parse_response`.
@@ -396,32 +307,6 @@ class QualysVMStream(QualysStream[int | None]):
     def http_headers(self) -> dict[str, str]:
         # Qualys rejects VM API calls without X-Requested-With; any value will do.
         return {"X-Requested-With": self.user_agent}
-
-    @cached_property
-    def _selects_every_property(self) -> bool:
-        return all(self.mask.values())
-
-    @override
-    def _generate_record_messages(self, record: Record) -> Generator[RecordMessage, None, None]:
-        if type(record) is EncodedRecord:
-            yield record  # written as it is by tap.SingerWriter
-            return
-        # The SDK walks each record against the catalog's selection mask to drop deselected
-        # properties, a tenth of the tap's CPU on detections. A record here holds only schema
-        # keys, so when the catalog selects them all the walk never drops anything; with a
-        # deselected property the SDK's own path runs. Conformance is NONE (see above).
-        if not self._selects_every_property:
-            yield from super()._generate_record_messages(record)
-            return
-        for stream_map in self.stream_maps:
-            mapped = stream_map.transform(record)
-            if mapped is not None:
-                yield RecordMessage(
-                    stream=stream_map.stream_alias,
-                    record=mapped,
-                    version=self._stream_version,
-                    time_extracted=utc_now(),
-                )
 
     @property
     def label(self) -> str:
@@ -489,7 +374,7 @@ class QualysVMStream(QualysStream[int | None]):
         started = time.monotonic()
         with limit.slot() if limit is not None else contextlib.nullcontext():
             response = self._session().send(prepared, stream=True, timeout=self.timeout)
-            extracted = utc_now()
+            extracted = datetime.now(timezone.utc)
             with response:
                 if limit is not None:
                     limit.observe(response.headers)
@@ -655,7 +540,7 @@ class QualysGatewayStream(QualysStream[t.Any]):
     def authenticator(self) -> GatewayTokenAuthenticator:
         config = self.config
         return gateway_authenticator(
-            self._tap,
+            self.tap,
             lambda: GatewayTokenAuthenticator(
                 gateway_url=self.url_base,
                 username=config["username"],
@@ -665,7 +550,7 @@ class QualysGatewayStream(QualysStream[t.Any]):
                 ),
                 user_agent=self.user_agent,
                 verify=self.verify,
-                logger=self._tap.logger,
+                logger=self.tap.logger,
             ),
         )
 
@@ -705,7 +590,7 @@ class QualysGatewayStream(QualysStream[t.Any]):
             headers=self.http_headers,
         ).prepare()
 
-        gate = shared_pause_gate(self._tap)
+        gate = shared_pause_gate(self.tap)
 
         def attempt() -> T:
             gate.wait()

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tap_qualys.client import MAX_STALLED_PAGES, FetchedPage, RecordSpool, TruncationPaginator
+from tap_qualys.client import MAX_STALLED_PAGES, FetchedPage, TruncationPaginator
+from tap_qualys.emit import RecordSpool
 from tap_qualys.errors import QualysAPIError
 from tap_qualys.streams.csam import CsamAssetPaginator, CsamPage
 

@@ -20,7 +20,8 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.singerlib import RecordMessage
 
 from qualys_simulator.testing import Simulator
-from tap_qualys.client import FetchedPage, RecordSpool, TruncationPaginator, record_line_parts
+from tap_qualys.client import FetchedPage, TruncationPaginator
+from tap_qualys.emit import RecordSpool, record_line_parts
 from tap_qualys.errors import QualysAPIError
 from tap_qualys.streams.vm import HostDetectionsStream
 from tap_qualys.tap import TapQualys

@@ -373,8 +373,7 @@ class CsamAssetsStream(QualysGatewayStream):
             "started": self._run_started,
         }
         # Written now, not at the SDK's next 10,000th record: a crash must find it.
-        self.state_manager.is_flushed = False
-        self._write_state_message()
+        self.write_state_now()
 
 
 def read_inventory(asset: dict[str, t.Any]) -> dict[str, t.Any]:
