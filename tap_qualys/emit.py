@@ -154,7 +154,7 @@ class SingerWriter(MsgSpecWriter):
 
 
 class SDKStream(Stream):
-    """Public names for the two stream internals the tap's streams need."""
+    """Public names for the stream internals the tap's streams need."""
 
     def __init__(self, tap: Tap, *args: t.Any, **kwargs: t.Any) -> None:
         """Keep the tap: streams of one run share its JWT, its pause gate and its logger."""
@@ -165,6 +165,11 @@ class SDKStream(Stream):
     def stream_version(self) -> int | None:
         """The ``version`` the SDK puts into this stream's RECORD messages."""
         return self._stream_version
+
+    def passes_filter(self, record: Record) -> bool:
+        """Whether the SDK will sync this record's children: the primary stream map's
+        ``__filter__``, the check ``Stream._process_record`` makes before it syncs them."""
+        return bool(self.stream_maps[0].get_filter_result(record)) if self.stream_maps else True
 
     def write_state_now(self) -> None:
         """Write a STATE message at once, not at the SDK's next 10,000th record."""

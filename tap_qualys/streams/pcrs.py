@@ -324,10 +324,6 @@ class PcrsPolicyHostIdsStream(QualysGatewayStream):
             self.records_emitted += 1
             yield record
 
-    def passes_filter(self, record: Record) -> bool:
-        """Whether the SDK will sync this record's children (``Stream._process_record``)."""
-        return bool(self.stream_maps[0].get_filter_result(record)) if self.stream_maps else True
-
     @override
     def generate_child_contexts(
         self, record: Record, context: Context | None

@@ -175,11 +175,6 @@ class HostsStream(QualysVMStream):
         start_date = self.config.get("start_date")
         return format_utc(parse_utc(start_date)) if start_date else None
 
-    def passes_filter(self, record: Record) -> bool:
-        """Whether the SDK will sync this record's children: the primary stream map's
-        ``__filter__`` (the same check as ``Stream._process_record``)."""
-        return bool(self.stream_maps[0].get_filter_result(record)) if self.stream_maps else True
-
     @property
     def detections(self) -> HostDetectionsStream | None:
         """The detection stream, when it (or anything below it) is to be synced."""
