@@ -172,9 +172,13 @@ class SDKStream(Stream):
         return bool(self.stream_maps[0].get_filter_result(record)) if self.stream_maps else True
 
     def write_state_now(self) -> None:
-        """Write a STATE message at once, not at the SDK's next 10,000th record."""
-        self.state_manager.is_flushed = False
-        self._write_state_message()
+        """Write a STATE message at once, not at the SDK's next 10,000th record.
+
+        What the SDK's private ``_write_state_message`` does, through the public state writer.
+        """
+        _ = self.stream_state  # the stream's entry exists before the state is written
+        self.tap.state_writer.write_state(self.tap_state)
+        self.state_manager.is_flushed = True
 
 
 class EncodedRecordStream(SDKStream):
