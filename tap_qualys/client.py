@@ -1,4 +1,10 @@
-"""Base streams for the Qualys APIs."""
+"""Base streams for the Qualys APIs: the VM API (form POSTs, streamed XML, truncation paging)
+and the gateway (JSON, JWT), every call under the one retry policy.
+
+Only what the streams share about talking to the APIs lives here. Record emission and the SDK
+privates are in ``emit``, value and date casting in ``casting``, the exception types in
+``errors``.
+"""
 
 from __future__ import annotations
 
