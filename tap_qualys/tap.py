@@ -1,4 +1,5 @@
-"""The tap-qualys Tap: its settings and its streams."""
+"""The tap-qualys Tap: its settings, its streams, and its command line (the checks JSON Schema
+cannot express, the state file, one-line errors for the user)."""
 
 from __future__ import annotations
 
