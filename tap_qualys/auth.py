@@ -16,11 +16,11 @@ from http import HTTPStatus
 import requests
 from singer_sdk.authenticators import APIAuthenticatorBase, BasicAuthenticator
 
+from tap_qualys.errors import GatewayAuthError
 from tap_qualys.retries import (
     CredentialSession,
     FailedAttempt,
     Kind,
-    QualysAPIError,
     Verdict,
     classify_exception,
     classify_response,
@@ -53,10 +53,6 @@ _AUTH_TIMEOUT = 60.0
 #: A compact JWT: three base64url segments. Anything else (a line break, a space, a quote) could
 #: not travel in an ``Authorization`` header, and the error saying so would print the token.
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-
-
-class GatewayAuthError(QualysAPIError):
-    """The gateway gave no usable token: bad credentials, or an answer that is not a JWT."""
 
 
 def jwt_claims(token: str) -> dict[str, t.Any]:

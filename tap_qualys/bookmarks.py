@@ -24,7 +24,8 @@ import json
 import typing as t
 from datetime import datetime, timedelta, timezone
 
-from tap_qualys.casting import CastError, format_utc, parse_utc
+from tap_qualys.casting import format_utc, parse_utc
+from tap_qualys.errors import CastError, StateError
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -37,16 +38,6 @@ FIX = (
     "clear it with `meltano state clear <state-id>` (every stream is then read in full) or set a "
     "correct value with `meltano state set` (or edit the --state file)"
 )
-
-
-class StateError(Exception):
-    """A state the tap cannot start from; the message is the whole explanation."""
-
-    #: Where the state came from, said first: the CLI sets the ``--state`` file's name.
-    source = "state"
-
-    def __str__(self) -> str:
-        return f"{self.source}: {super().__str__()}"
 
 
 def read_state_file(handle: t.IO[str]) -> io.StringIO:

@@ -13,7 +13,9 @@ Choices:
   serialise with every JSON library (``Decimal`` does not with orjson, and would be slower).
 - ``date-time`` becomes ``YYYY-MM-DDTHH:MM:SSZ`` (UTC). ``YYYY-MM-DD`` is accepted as midnight UTC.
   Bookmarks, settings and HTTP ``Date`` headers are read here too (:func:`parse_utc`,
-  :func:`http_date`), and written back as text with :func:`format_utc`.
+  :func:`http_date`), and written back as text with :func:`format_utc`. Gateway (JSON) records
+  get their dates rewritten here as well (:class:`DateNormalizer`, :func:`iso_utc`): every date
+  the tap reads or writes is parsed and formatted in this module.
 - ``boolean`` accepts ``0``/``1`` (what Qualys sends) and ``true``/``false``.
 - Text that does not fit its type raises ``CastError``; nothing is coerced silently.
 - A list Qualys sends as one comma-separated text (``COMMA_SEPARATED``) becomes an array of its
@@ -34,19 +36,23 @@ from datetime import date, datetime, timezone
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from importlib import resources
-from typing import Any, Final
+from typing import Any, ClassVar, Final
+
+from tap_qualys.errors import CastError
 
 __all__ = [
     "DATETIME_CACHE",
-    "CastError",
+    "DateNormalizer",
     "Field",
     "Kind",
     "ObjectSpec",
     "compile_schema",
     "format_utc",
     "http_date",
+    "iso_utc",
     "load_stream_spec",
     "parse_utc",
+    "qualys_filter_datetime",
     "to_boolean",
     "to_datetime",
     "to_integer",
@@ -55,10 +61,6 @@ __all__ = [
 ]
 
 Caster = Callable[[str], Any]
-
-
-class CastError(ValueError):
-    """Text that does not fit its schema type. ``qualys_xml`` adds the element name."""
 
 
 # --- scalar converters --------------------------------------------------------------------------
@@ -154,7 +156,7 @@ def _to_datetime(text: str) -> str | None:
     if parsed.tzinfo is None:
         # Qualys documents every datetime as UTC; an offset-less value is UTC too.
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_utc(parsed)
 
 
 _JSON_TYPES: Final = {
@@ -192,6 +194,11 @@ def parse_utc(value: datetime | str) -> datetime:
     return parsed.astimezone(timezone.utc)
 
 
+def qualys_filter_datetime(value: datetime | str) -> str:
+    """A bookmark as a gateway filter value: UTC to the second, floored (so the window overlaps)."""
+    return format_utc(parse_utc(value))
+
+
 def format_utc(value: datetime, *, milliseconds: bool = False) -> str:
     """``YYYY-MM-DDTHH:MM:SSZ``, the form of Qualys' VM API; ``.mmmZ`` that of its gateway."""
     value = value.astimezone(timezone.utc)
@@ -209,6 +216,82 @@ def http_date(value: str | None) -> datetime | None:
     except (TypeError, ValueError):
         return None
     return parse_utc(parsed)
+
+
+class DateNormalizer:
+    """Rewrites the ``date-time`` fields of gateway records to ISO-8601 UTC strings.
+
+    CSAM mixes ISO strings with milliseconds (``2025-07-11T14:21:10.000Z``) and integer epoch
+    milliseconds (agent, sensor, inventory, activity); PCRS writes ``""`` for dates that never
+    happened. Every ``format: date-time`` field of the stream's schema, at any depth, comes out
+    as an ISO-8601 UTC string or null: epoch milliseconds become ``YYYY-MM-DDTHH:MM:SS.mmmZ``,
+    ISO strings already in UTC (``Z``) are kept as sent, other offsets are converted, ``""``
+    becomes null. The walk visits only the schema paths that lead to such fields.
+    """
+
+    _LEAF: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        """Compile the paths to the date-time fields of ``schema``."""
+        self._paths = self._compile(schema) or {}
+
+    @classmethod
+    def _compile(cls, schema: Mapping[str, Any]) -> dict[str, Any] | None:
+        if schema.get("format") == "date-time":
+            return cls._LEAF
+        if "properties" in schema:
+            paths = {
+                key: sub
+                for key, prop in schema["properties"].items()
+                if (sub := cls._compile(prop)) is not None
+            }
+            return paths or None
+        if isinstance(schema.get("items"), dict):
+            return cls._compile(schema["items"])
+        return None
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Normalise ``record`` in place and return it."""
+        self._walk(record, self._paths)
+        return record
+
+    def _walk(self, node: Any, paths: dict[str, Any]) -> None:
+        if isinstance(node, list):
+            for item in node:
+                self._walk(item, paths)
+            return
+        if not isinstance(node, dict):
+            return
+        for key, sub in paths.items():
+            if key not in node:
+                continue
+            if sub is self._LEAF:
+                node[key] = iso_utc(node[key])
+            else:
+                self._walk(node[key], sub)
+
+
+def iso_utc(value: Any) -> Any:
+    """One gateway date as ISO-8601 UTC with milliseconds; ``""``/null as None.
+
+    Integers are epoch milliseconds. Strings already carrying a zone are kept when they are in
+    UTC ``Z`` form, otherwise converted; anything unparseable is passed through untouched rather
+    than dropped, so no data is lost to an unexpected format.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        moment = datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    elif isinstance(value, str) and not value.endswith("Z"):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+    else:
+        return value
+    return format_utc(moment, milliseconds=True)
 
 
 _CASTERS: Final[dict[tuple[str, str | None], Caster]] = {

@@ -1,4 +1,10 @@
-"""Base streams for the Qualys APIs."""
+"""Base streams for the Qualys APIs: the VM API (form POSTs, streamed XML, truncation paging)
+and the gateway (JSON, JWT), every call under the one retry policy.
+
+Only what the streams share about talking to the APIs lives here. Record emission and the SDK
+privates are in ``emit``, value and date casting in ``casting``, the exception types in
+``errors``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,6 @@ import gzip
 import logging
 import re
 import sys
-import tempfile
 import threading
 import time
 import typing as t
@@ -22,21 +27,21 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import requests
 from singer_sdk import RESTStream
-from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
-from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams.rest import PageContext
 
 from tap_qualys import __version__, qualys_xml
 from tap_qualys.auth import (
     DEFAULT_TOKEN_REFRESH_MARGIN,
-    GatewayAuthError,
     GatewayTokenAuthenticator,
     gateway_authenticator,
     vm_api_authenticator,
 )
+from tap_qualys.casting import DateNormalizer, format_utc
 from tap_qualys.concurrency import PauseGate, shared_pause_gate
+from tap_qualys.emit import EncodedRecordStream, RecordSpool, SDKStream
+from tap_qualys.errors import GatewayAuthError, QualysAPIError, SimpleReturnError
 from tap_qualys.naming import GATEWAY_SCHEMAS, Columns
 from tap_qualys.platforms import resolve_urls
 from tap_qualys.retries import (
@@ -44,7 +49,6 @@ from tap_qualys.retries import (
     CredentialSession,
     FailedAttempt,
     Kind,
-    QualysAPIError,
     RequestStats,
     RetryPolicy,
     Verdict,
@@ -60,7 +64,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from singer_sdk.authenticators import BasicAuthenticator
     from singer_sdk.helpers.types import Context, Record
@@ -70,105 +74,12 @@ if t.TYPE_CHECKING:
 
 #: Read the body in pieces this big; the XML parser is fed as they arrive.
 CHUNK_SIZE = 1024 * 1024
-#: A spooled page stays in memory up to this size, then moves to a temporary file.
-SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
-#: Records per frame in the spool.
-SPOOL_FRAME_RECORDS = 256
 #: Error bodies are small SIMPLE_RETURN documents; never read more than this of one.
 MAX_ERROR_BODY = 1024 * 1024
 #: Pages in a row that say "more records exist" yet bring no new record before a pager stops.
 #: A real server may answer an empty page now and then (a filter that matches nothing in an id
 #: range); ten in a row is a server paging in place, which would otherwise never end.
 MAX_STALLED_PAGES = 10
-
-
-class RecordSpool:
-    """Records of one page, held until the whole document has parsed.
-
-    Qualys can fail part-way through a 200 answer (dropped connection, a cut body, an incident
-    note). Emitting records as they parse would then leave half a page downstream and emit it
-    again on retry. So a page is parsed completely into this spool and only read back once it
-    ended correctly. Each record is stored as its JSON (msgspec), which is what the tap writes
-    in the end: the detection stream writes those bytes as they are (:class:`EncodedRecord`),
-    the other streams decode them back into dicts. Frames of records stay in memory up to
-    :data:`SPOOL_MEMORY_BYTES`, then move to a temporary file.
-    """
-
-    def __init__(self) -> None:
-        """Open an empty spool."""
-        self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
-        self._encode = msgspec.json.Encoder().encode
-        self._frame: list[bytes] = []
-        self.count = 0
-
-    def append(self, record: dict[str, t.Any]) -> None:
-        """Add one record."""
-        self._frame.append(self._encode(record))
-        self.count += 1
-        if len(self._frame) >= SPOOL_FRAME_RECORDS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._frame:
-            # JSON from msgspec never holds a raw newline (it escapes them in strings), so one
-            # newline between records is an unambiguous separator.
-            data = b"\n".join(self._frame)
-            self._file.write(len(data).to_bytes(4, "big"))
-            self._file.write(data)
-            self._frame = []
-
-    def encoded(self) -> Iterator[bytes]:
-        """Each record's JSON, in order; the spool is released at the end."""
-        self._flush()
-        self._file.seek(0)
-        try:
-            while header := self._file.read(4):
-                yield from self._file.read(int.from_bytes(header, "big")).split(b"\n")
-        finally:
-            self.close()
-
-    def __iter__(self) -> Iterator[dict[str, t.Any]]:
-        """Read the records back as dicts, in order, and release the spool."""
-        decode = msgspec.json.Decoder(dict[str, t.Any]).decode
-        for line in self.encoded():
-            yield decode(line)
-
-    def close(self) -> None:
-        """Free the memory or the temporary file."""
-        self._file.close()
-
-
-@t.final
-class EncodedRecord:
-    """A RECORD message already serialised, standing in for the record in the SDK's loop.
-
-    On detections, decoding each spooled record back into a dict only to encode it again as a
-    RECORD message was about a quarter of the tap's CPU. When nothing can change a record
-    between the spool and stdout (every property selected, no stream map, no flattening: see
-    ``HostDetectionsStream.emits_encoded``), the stream yields these instead; the SDK's loop
-    still counts each one, and :meth:`QualysVMStream._generate_record_messages` hands it to the
-    writer, which writes ``line`` as it is. Not a dict on purpose: code that reads a field from
-    it fails loudly instead of seeing an empty record.
-    """
-
-    __slots__ = ("line",)
-
-    def __init__(self, line: bytes) -> None:
-        """Hold one complete RECORD message line, newline included."""
-        self.line = line
-
-
-def record_line_parts(stream: str, version: int | None, extracted: datetime) -> tuple[bytes, bytes]:
-    """The bytes before and after a record's JSON in its RECORD message line.
-
-    The same fields, order and formats as the SDK's ``RecordMessage`` written by its msgspec
-    writer (tests/test_vm_streams.py compares the two).
-    """
-    encode = msgspec.json.encode
-    prefix = b'{"type":"RECORD","stream":' + encode(stream) + b',"record":'
-    suffix = b',"version":' + encode(version) if version is not None else b""
-    suffix += b',"time_extracted":' + encode(extracted.astimezone(timezone.utc)) + b"}\n"
-    return prefix, suffix
 
 
 @dataclass
@@ -274,7 +185,7 @@ class TruncationPaginator(BaseAPIPaginator[int | None]):
 TToken = t.TypeVar("TToken")
 
 
-class QualysStream(RESTStream[TToken]):
+class QualysStream(SDKStream, RESTStream[TToken]):
     """What both Qualys APIs share: TLS settings, user agent, timeout, the retry policy, counters
     for the summary line, and one HTTP session per worker thread."""
 
@@ -294,8 +205,13 @@ class QualysStream(RESTStream[TToken]):
         drop_sdk_unsorted_warning()
         self._local = threading.local()
         # Every call carries Basic credentials or a token: no redirects to another server.
-        self._requests_session = CredentialSession()
-        self.requests_session.verify = self.verify
+        self._credential_session = CredentialSession()
+        self._credential_session.verify = self.verify
+
+    @override
+    @property
+    def requests_session(self) -> requests.Session:
+        return self._credential_session
 
     @cached_property
     def verify(self) -> bool | str:
@@ -359,7 +275,7 @@ class QualysStream(RESTStream[TToken]):
         return session
 
 
-class QualysVMStream(QualysStream[int | None]):
+class QualysVMStream(EncodedRecordStream, QualysStream[int | None]):
     """A VM API stream (``/api/<ver>/fo/...``): form POSTs, Basic auth, streamed XML.
 
     Subclasses set ``path`` and implement :meth:`qualys_params` and :meth:`parse_response`.
@@ -398,35 +314,6 @@ class QualysVMStream(QualysStream[int | None]):
     def http_headers(self) -> dict[str, str]:
         # Qualys rejects VM API calls without X-Requested-With; any value will do.
         return {"X-Requested-With": self.user_agent}
-
-    @cached_property
-    def _selects_every_property(self) -> bool:
-        return all(self.mask.values())
-
-    @override
-    def _generate_record_messages(
-        self, record: Record | EncodedRecord
-    ) -> Generator[RecordMessage, None, None]:
-        if type(record) is EncodedRecord:
-            # Stands in for its RECORD message: tap.SingerWriter writes its line as it is.
-            yield t.cast("RecordMessage", record)
-            return
-        # The SDK walks each record against the catalog's selection mask to drop deselected
-        # properties, a tenth of the tap's CPU on detections. A record here holds only schema
-        # keys, so when the catalog selects them all the walk never drops anything; with a
-        # deselected property the SDK's own path runs. Conformance is NONE (see above).
-        if not self._selects_every_property:
-            yield from super()._generate_record_messages(record)
-            return
-        for stream_map in self.stream_maps:
-            mapped = stream_map.transform(record)
-            if mapped is not None:
-                yield RecordMessage(
-                    stream=stream_map.stream_alias,
-                    record=mapped,
-                    version=self._stream_version,
-                    time_extracted=utc_now(),
-                )
 
     @property
     def label(self) -> str:
@@ -494,7 +381,7 @@ class QualysVMStream(QualysStream[int | None]):
         started = time.monotonic()
         with limit.slot() if limit is not None else contextlib.nullcontext():
             response = self._session().send(prepared, stream=True, timeout=self.timeout)
-            extracted = utc_now()
+            extracted = datetime.now(timezone.utc)
             with response:
                 if limit is not None:
                     limit.observe(response.headers)
@@ -505,16 +392,17 @@ class QualysVMStream(QualysStream[int | None]):
                     page = self.parse_response(response)
                     for record in page:
                         spool.append(record)
-                except qualys_xml.SimpleReturnError as exc:
+                except SimpleReturnError as exc:
                     spool.close()
                     raise self._failed(response, exc) from None
                 except BaseException:
                     spool.close()
                     raise
+        server_time = page.response_datetime
         fetched = FetchedPage(
             records=spool,
             next_url=page.next_url,
-            response_datetime=_as_text(page.response_datetime),
+            response_datetime=format_utc(server_time) if server_time else None,
             elapsed=time.monotonic() - started,
             extracted=extracted,
             # Records come in ascending key order: the last one holds the highest key.
@@ -555,7 +443,7 @@ class QualysVMStream(QualysStream[int | None]):
         raise self._failed(response, error)
 
     @staticmethod
-    def _failed(response: requests.Response, error: qualys_xml.SimpleReturnError) -> FailedAttempt:
+    def _failed(response: requests.Response, error: SimpleReturnError) -> FailedAttempt:
         return FailedAttempt(
             classify_response(
                 response.status_code,
@@ -591,10 +479,6 @@ class QualysVMStream(QualysStream[int | None]):
             f"{key}={value}" for key, value in params.items() if value is not None and key != "ids"
         )
         self.logger.info("%s: POST %s%s with %s", self.name, self.url_base, self.path, filters)
-
-
-def _as_text(value: datetime | None) -> str | None:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
 _TAGS = re.compile(rb"<[^>]+>")
@@ -633,83 +517,6 @@ def decode_gateway_body(content: bytes) -> t.Any:
     return _JSON.decode(content)
 
 
-class DateNormalizer:
-    """Rewrites the ``date-time`` fields of gateway records to ISO-8601 UTC strings.
-
-    CSAM mixes ISO strings with milliseconds (``2025-07-11T14:21:10.000Z``) and integer epoch
-    milliseconds (agent, sensor, inventory, activity); PCRS writes ``""`` for dates that never
-    happened. Every ``format: date-time`` field of the stream's schema, at any depth, comes out
-    as an ISO-8601 UTC string or null: epoch milliseconds become ``YYYY-MM-DDTHH:MM:SS.mmmZ``,
-    ISO strings already in UTC (``Z``) are kept as sent, other offsets are converted, ``""``
-    becomes null. The walk visits only the schema paths that lead to such fields.
-    """
-
-    _LEAF: t.ClassVar[dict[str, t.Any]] = {}
-
-    def __init__(self, schema: Mapping[str, t.Any]) -> None:
-        """Compile the paths to the date-time fields of ``schema``."""
-        self._paths = self._compile(schema) or {}
-
-    @classmethod
-    def _compile(cls, schema: Mapping[str, t.Any]) -> dict[str, t.Any] | None:
-        if schema.get("format") == "date-time":
-            return cls._LEAF
-        if "properties" in schema:
-            paths = {
-                key: sub
-                for key, prop in schema["properties"].items()
-                if (sub := cls._compile(prop)) is not None
-            }
-            return paths or None
-        if isinstance(schema.get("items"), dict):
-            return cls._compile(schema["items"])
-        return None
-
-    def __call__(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
-        """Normalise ``record`` in place and return it."""
-        self._walk(record, self._paths)
-        return record
-
-    def _walk(self, node: t.Any, paths: dict[str, t.Any]) -> None:
-        if isinstance(node, list):
-            for item in node:
-                self._walk(item, paths)
-            return
-        if not isinstance(node, dict):
-            return
-        for key, sub in paths.items():
-            if key not in node:
-                continue
-            if sub is self._LEAF:
-                node[key] = iso_utc(node[key])
-            else:
-                self._walk(node[key], sub)
-
-
-def iso_utc(value: t.Any) -> t.Any:
-    """One gateway date as ISO-8601 UTC with milliseconds; ``""``/null as None.
-
-    Integers are epoch milliseconds. Strings already carrying a zone are kept when they are in
-    UTC ``Z`` form, otherwise converted; anything unparseable is passed through untouched rather
-    than dropped, so no data is lost to an unexpected format.
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        moment = datetime.fromtimestamp(value / 1000, tz=timezone.utc)
-    elif isinstance(value, str) and not value.endswith("Z"):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            return value
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-    else:
-        return value
-    moment = moment.astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 class QualysGatewayStream(QualysStream[t.Any]):
     """A gateway stream (CSAM ``/rest/2.0/...``, PCRS ``/pcrs/...``): JSON, Bearer JWT.
 
@@ -741,7 +548,7 @@ class QualysGatewayStream(QualysStream[t.Any]):
     def authenticator(self) -> GatewayTokenAuthenticator:
         config = self.config
         return gateway_authenticator(
-            self._tap,
+            self.tap,
             lambda: GatewayTokenAuthenticator(
                 gateway_url=self.url_base,
                 username=config["username"],
@@ -751,7 +558,7 @@ class QualysGatewayStream(QualysStream[t.Any]):
                 ),
                 user_agent=self.user_agent,
                 verify=self.verify,
-                logger=self._tap.logger,
+                logger=self.tap.logger,
             ),
         )
 
@@ -793,7 +600,7 @@ class QualysGatewayStream(QualysStream[t.Any]):
             headers=self.http_headers,
         ).prepare()
 
-        gate = shared_pause_gate(self._tap)
+        gate = shared_pause_gate(self.tap)
 
         def attempt() -> T:
             gate.wait()

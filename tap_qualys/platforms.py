@@ -11,6 +11,8 @@ import typing as t
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from tap_qualys.errors import PlatformError
+
 
 @dataclass(frozen=True)
 class Platform:
@@ -86,15 +88,6 @@ USERNAME_POD_CHARACTER: dict[str, str] = {
     "4": "AU_01",
     "A": "KSA_01",
 }
-
-
-class PlatformError(ValueError):
-    """A platform, api_server or gateway_url setting that cannot be used, with the fix."""
-
-    def __init__(self, setting: str, message: str) -> None:
-        """Name the offending setting first, so the one-line error says what to change."""
-        super().__init__(f"{setting}: {message}")
-        self.setting = setting
 
 
 def platform_for_code(code: str) -> Platform:

@@ -38,21 +38,24 @@ from lxml import etree
 
 from tap_qualys.casting import (
     DATETIME_CACHE,
-    CastError,
     Field,
     Kind,
     ObjectSpec,
     load_stream_spec,
+    parse_utc,
     to_datetime,
     to_integer,
     to_string,
 )
+from tap_qualys.errors import (
+    CastError,
+    QualysResponseError,
+    QualysTruncatedResponseError,
+    QualysXMLError,
+    SimpleReturnError,
+)
 
 __all__ = [
-    "QualysResponseError",
-    "QualysTruncatedResponseError",
-    "QualysXMLError",
-    "SimpleReturnError",
     "XMLPage",
     "parse_host_list",
     "parse_host_list_detection",
@@ -91,28 +94,6 @@ _TAG_NAME: Final = re.compile(rb"/?([A-Za-z_][A-Za-z0-9_.:-]*)")
 #: Bytes held back at the end of each chunk, so that a marker or tag name split across two
 #: chunks is seen whole.
 _HOLD_BACK: Final = 80
-
-
-class QualysResponseError(Exception):
-    """A Qualys response body that is not a usable page of records."""
-
-
-class QualysXMLError(QualysResponseError):
-    """Malformed or unsafe XML, or content that does not fit the schema. Not retryable."""
-
-
-class QualysTruncatedResponseError(QualysResponseError):
-    """The body ended before the document did (dropped stream, incident note). Retryable."""
-
-
-class SimpleReturnError(QualysResponseError):
-    """Qualys answered with a SIMPLE_RETURN document (an error, even with HTTP 200)."""
-
-    def __init__(self, code: int | None, text: str, items: dict[str, str] | None = None) -> None:
-        self.code = code
-        self.text = text
-        self.items: dict[str, str] = dict(items or {})
-        super().__init__(f"Qualys SIMPLE_RETURN (code {code}): {text}")
 
 
 class _TextLimit:
@@ -854,7 +835,7 @@ class XMLPage(Iterator[Record]):
                 msg = f"<RESPONSE>/<DATETIME>: {exc}"
                 raise QualysXMLError(msg) from None
             if value is not None:
-                self.response_datetime = datetime.fromisoformat(value[:-1] + "+00:00")
+                self.response_datetime = parse_utc(value)
         elif element.tag == "WARNING":
             code = (element.findtext("CODE") or "").strip()
             self.warning_code = int(code) if code.isdigit() and code.isascii() else None

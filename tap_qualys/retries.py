@@ -22,9 +22,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
-from singer_sdk.exceptions import FatalAPIError
 
-from tap_qualys.qualys_xml import QualysResponseError, QualysTruncatedResponseError
+from tap_qualys.errors import QualysAPIError, QualysResponseError, QualysTruncatedResponseError
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -76,10 +75,6 @@ class Verdict:
     wait: float | None = None
     #: The server (scheme://host:port) an UNREACHABLE verdict is about.
     server: str | None = None
-
-
-class QualysAPIError(FatalAPIError):
-    """A call failed for good; the message is the one line the user sees."""
 
 
 class FailedAttempt(Exception):

@@ -1,23 +1,21 @@
-"""The tap-qualys Tap: its settings and its streams."""
+"""The tap-qualys Tap: its settings, its streams, and its command line (the checks JSON Schema
+cannot express, the state file, one-line errors for the user)."""
 
 from __future__ import annotations
 
 import sys
 import typing as t
-from datetime import datetime
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
-from singer_sdk.singerlib import Message, SingerMessageType
 
 from tap_qualys import bookmarks, naming, signals
-from tap_qualys.bookmarks import StateError
-from tap_qualys.client import EncodedRecord
+from tap_qualys.casting import parse_utc
+from tap_qualys.emit import SignalsTap, SingerWriter
+from tap_qualys.errors import CastError, PlatformError, QualysAPIError, StateError
 from tap_qualys.meltano_numbers import numbers_from_strings
-from tap_qualys.platforms import PLATFORMS, PlatformError, resolve_urls
-from tap_qualys.retries import QualysAPIError
+from tap_qualys.platforms import PLATFORMS, resolve_urls
 from tap_qualys.streams import csam, pcrs, vm
 
 if sys.version_info >= (3, 12):
@@ -26,8 +24,6 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from types import FrameType
-
     from singer_sdk.streams import Stream
 
 # --- Connection ---------------------------------------------------------------------------------
@@ -450,35 +446,7 @@ STREAM_TYPES += [
 ]
 
 
-class SingerWriter(MsgSpecWriter):
-    """The SDK's msgspec writer: the same JSON lines, about six times cheaper per record than the
-    default simplejson writer, which took most of the tap's CPU on detection batches.
-
-    Three changes: it writes a detection the stream has already serialised
-    (:class:`~tap_qualys.client.EncodedRecord`) as it is; it also writes into a text-only stdout
-    (the SDK's test runner captures output into a StringIO); and it flushes after every message
-    but RECORD, so a STATE message never waits in the buffer while records do not cost a write()
-    each.
-    """
-
-    @override
-    def write_message(self, message: Message | EncodedRecord) -> None:
-        line: bytes | bytearray
-        if type(message) is EncodedRecord:
-            line, flush = message.line, False
-        else:
-            line = self.format_message(message)
-            flush = message.type is not SingerMessageType.RECORD
-        stdout = sys.stdout
-        if (binary := getattr(stdout, "buffer", None)) is not None:
-            binary.write(line)
-        else:
-            stdout.write(line.decode())
-        if flush:
-            stdout.flush()
-
-
-class TapQualys(Tap):
+class TapQualys(SignalsTap, Tap):
     """Extracts Qualys security data: the VM KnowledgeBase (QIDs with CVEs and CVSS), hosts with
     their tags and cloud metadata, host detections including fixed ones, CyberSecurity Asset
     Management (CSAM) assets with their software and agent inventory, and Policy Compliance
@@ -509,8 +477,8 @@ class TapQualys(Tap):
         start_date = self.config.get("start_date")
         if start_date:
             try:
-                datetime.fromisoformat(str(start_date).replace("Z", "+00:00"))
-            except ValueError:
+                parse_utc(str(start_date))
+            except CastError:
                 errors.append(
                     f"start_date: {start_date!r} is not a date; use e.g. 2025-01-31T00:00:00Z"
                 )
@@ -522,11 +490,6 @@ class TapQualys(Tap):
             errors.append(f"ca_bundle: cannot read {ca_bundle!r}; give a PEM file path")
         if errors:
             raise ConfigValidationError(errors[0], errors=errors)
-
-    @override
-    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
-        # Not the SDK's: it wrote a STATE and exited 0 (see signals.py).
-        signals.interrupt(signum)
 
     @classmethod
     @override

@@ -9,7 +9,6 @@ import jsonschema
 import pytest
 
 from tap_qualys.casting import (
-    CastError,
     Kind,
     compile_schema,
     load_stream_spec,
@@ -19,6 +18,7 @@ from tap_qualys.casting import (
     to_number,
     to_string,
 )
+from tap_qualys.errors import CastError
 
 STREAMS = ("knowledge_base", "hosts", "host_detections")
 

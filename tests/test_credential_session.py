@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from tap_qualys.errors import QualysAPIError
 from tap_qualys.retries import (
     FIRST_CONTACT_BUDGET,
     CredentialSession,
-    QualysAPIError,
     RedirectRefused,
     RequestStats,
     RetryPolicy,

@@ -13,15 +13,15 @@ import requests
 
 from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.auth import GatewayTokenAuthenticator
-from tap_qualys.casting import parse_utc
+from tap_qualys.casting import parse_utc, qualys_filter_datetime
 from tap_qualys.client import decode_gateway_body
+from tap_qualys.errors import QualysAPIError
 from tap_qualys.naming import snake_case
-from tap_qualys.retries import FailedAttempt, QualysAPIError
+from tap_qualys.retries import FailedAttempt
 from tap_qualys.streams.csam import (
     DEFAULT_OVERLAP_MINUTES,
     CsamAssetPaginator,
     CsamPage,
-    qualys_filter_datetime,
     read_csam_page,
 )
 from tests.gateway_support import (

@@ -14,12 +14,12 @@ import requests
 from qualys_simulator.testing import SimulatorProcess
 from tap_qualys.auth import (
     DEFAULT_TOKEN_LIFETIME,
-    GatewayAuthError,
     GatewayTokenAuthenticator,
     jwt_claims,
     jwt_lifetime,
 )
-from tap_qualys.retries import FailedAttempt, Kind, QualysAPIError
+from tap_qualys.errors import GatewayAuthError, QualysAPIError
+from tap_qualys.retries import FailedAttempt, Kind
 from tap_qualys.streams.pcrs import EPOCH, PcrsPoliciesStream, PolicyList, read_policy_list
 from tap_qualys.tap import TapQualys
 from tests.gateway_support import (

@@ -11,8 +11,9 @@ from datetime import datetime, timezone
 import pytest
 
 from qualys_simulator.testing import SimulatorProcess
-from tap_qualys.client import MAX_STALLED_PAGES, FetchedPage, RecordSpool, TruncationPaginator
-from tap_qualys.retries import QualysAPIError
+from tap_qualys.client import MAX_STALLED_PAGES, FetchedPage, TruncationPaginator
+from tap_qualys.emit import RecordSpool
+from tap_qualys.errors import QualysAPIError
 from tap_qualys.streams.csam import CsamAssetPaginator, CsamPage
 from tests.gateway_support import gateway_config, run_tap
 

@@ -12,8 +12,9 @@ from datetime import datetime, timedelta
 import pytest
 
 from qualys_simulator.testing import SimulatorProcess
+from tap_qualys.errors import QualysAPIError
 from tap_qualys.naming import snake_case
-from tap_qualys.retries import Kind, QualysAPIError, classify_gateway_response
+from tap_qualys.retries import Kind, classify_gateway_response
 from tap_qualys.streams.pcrs import (
     CONTROLS_VIEW_SQL,
     PcrsPoliciesStream,

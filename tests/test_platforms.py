@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tap_qualys.errors import PlatformError
 from tap_qualys.platforms import (
     PLATFORMS,
     USERNAME_POD_CHARACTER,
-    PlatformError,
     normalize_url,
     platform_for_code,
     resolve_urls,

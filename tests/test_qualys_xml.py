@@ -17,11 +17,9 @@ import pytest
 from singer_sdk.helpers._typing import conform_record_data_types
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
+from tap_qualys.errors import QualysTruncatedResponseError, QualysXMLError, SimpleReturnError
 from tap_qualys.qualys_xml import (
     MAX_TEXT_BYTES,
-    QualysTruncatedResponseError,
-    QualysXMLError,
-    SimpleReturnError,
     XMLPage,
     parse_host_list,
     parse_host_list_detection,

@@ -7,11 +7,10 @@ import typing as t
 import pytest
 import requests
 
-from tap_qualys.qualys_xml import QualysTruncatedResponseError, QualysXMLError
+from tap_qualys.errors import QualysAPIError, QualysTruncatedResponseError, QualysXMLError
 from tap_qualys.retries import (
     FailedAttempt,
     Kind,
-    QualysAPIError,
     RequestStats,
     RetryPolicy,
     Verdict,

@@ -9,13 +9,9 @@ from typing import Any
 
 import pytest
 
-from tap_qualys.bookmarks import (
-    StateError,
-    beyond_horizon,
-    check_bookmarks,
-    read_state_file,
-)
-from tap_qualys.casting import CastError, format_utc, http_date, parse_utc
+from tap_qualys.bookmarks import beyond_horizon, check_bookmarks, read_state_file
+from tap_qualys.casting import format_utc, http_date, parse_utc
+from tap_qualys.errors import CastError, StateError
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
 CONFIG: dict[str, Any] = {"max_clock_skew_minutes": 60}

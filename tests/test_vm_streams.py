@@ -22,8 +22,9 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.singerlib import RecordMessage
 
 from qualys_simulator.testing import SimulatorProcess
-from tap_qualys.client import FetchedPage, RecordSpool, TruncationPaginator, record_line_parts
-from tap_qualys.retries import QualysAPIError
+from tap_qualys.client import FetchedPage, TruncationPaginator
+from tap_qualys.emit import RecordSpool, record_line_parts
+from tap_qualys.errors import QualysAPIError
 from tap_qualys.streams.vm import HostDetectionsStream, HostsStream
 from tap_qualys.tap import TapQualys
 from tests.conftest import tap_config

@@ -24,7 +24,7 @@ Paging, bookmark and resume:
 
 Record shape: top-level keys in snake_case (``assetId`` -> ``asset_id``, see ``naming``), nested
 values with the API's own keys. ``date-time`` fields come out as ISO-8601 UTC strings, epoch
-milliseconds included (see ``client.DateNormalizer``); software ids above 2**53 stay exact
+milliseconds included (see ``casting.DateNormalizer``); software ids above 2**53 stay exact
 integers. ``inventoryListData`` / ``inventory_list_data`` (other spellings seen for the inventory
 block) are read into ``inventory``.
 """
@@ -35,17 +35,17 @@ import sys
 import time
 import typing as t
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from singer_sdk import StreamSchema
 from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_qualys import bookmarks
-from tap_qualys.auth import GatewayAuthError
-from tap_qualys.casting import format_utc, http_date, parse_utc
+from tap_qualys.casting import format_utc, http_date, parse_utc, qualys_filter_datetime
 from tap_qualys.client import QualysGatewayStream, StalledPages
+from tap_qualys.errors import GatewayAuthError, QualysAPIError
 from tap_qualys.naming import GATEWAY_SCHEMAS, RESUME_CURSOR
-from tap_qualys.retries import QualysAPIError, transient
+from tap_qualys.retries import transient
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -164,11 +164,6 @@ def _after(asset: t.Any, cursor: int) -> bool:
         return int(asset.get("assetId")) > cursor
     except (AttributeError, TypeError, ValueError):
         return True  # no usable id: count it as new, the cursor check still guards the paging
-
-
-def qualys_filter_datetime(value: datetime | str) -> str:
-    """A bookmark as the filter value: UTC to the second, floored (so the window overlaps)."""
-    return format_utc(parse_utc(value))
 
 
 class CsamAssetsStream(QualysGatewayStream):
@@ -384,8 +379,7 @@ class CsamAssetsStream(QualysGatewayStream):
             "started": self._run_started,
         }
         # Written now, not at the SDK's next 10,000th record: a crash must find it.
-        self.state_manager.is_flushed = False
-        self._write_state_message()
+        self.write_state_now()
 
 
 def read_inventory(asset: dict[str, t.Any]) -> dict[str, t.Any]:

@@ -47,11 +47,11 @@ from datetime import timedelta
 from singer_sdk import StreamSchema
 
 from tap_qualys import bookmarks
+from tap_qualys.casting import qualys_filter_datetime
 from tap_qualys.client import QualysGatewayStream
 from tap_qualys.concurrency import OrderedPipeline
 from tap_qualys.naming import GATEWAY_SCHEMAS
 from tap_qualys.retries import transient
-from tap_qualys.streams.csam import qualys_filter_datetime
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -330,10 +330,6 @@ class PcrsPolicyHostIdsStream(QualysGatewayStream):
         for record in records:
             self.records_emitted += 1
             yield record
-
-    def passes_filter(self, record: Record) -> bool:
-        """Whether the SDK will sync this record's children (``Stream._process_record``)."""
-        return bool(self.stream_maps[0].get_filter_result(record)) if self.stream_maps else True
 
     @override
     def generate_child_contexts(

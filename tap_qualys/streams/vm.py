@@ -15,15 +15,9 @@ from singer_sdk.mapper import SameRecordTransform
 
 from tap_qualys import bookmarks, qualys_xml, schemas
 from tap_qualys.casting import format_utc, parse_utc
-from tap_qualys.client import (
-    CHUNK_SIZE,
-    EncodedRecord,
-    FetchedPage,
-    QualysVMStream,
-    TruncationPaginator,
-    record_line_parts,
-)
+from tap_qualys.client import CHUNK_SIZE, FetchedPage, QualysVMStream, TruncationPaginator
 from tap_qualys.concurrency import ConcurrencyLimit, OrderedPipeline
+from tap_qualys.emit import EncodedRecord, record_line_parts
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -180,11 +174,6 @@ class HostsStream(QualysVMStream):
             return format_utc(parse_utc(bookmark) - overlap)
         start_date = self.config.get("start_date")
         return format_utc(parse_utc(start_date)) if start_date else None
-
-    def passes_filter(self, record: Record) -> bool:
-        """Whether the SDK will sync this record's children: the primary stream map's
-        ``__filter__`` (the same check as ``Stream._process_record``)."""
-        return bool(self.stream_maps[0].get_filter_result(record)) if self.stream_maps else True
 
     @property
     def detections(self) -> HostDetectionsStream | None:
@@ -452,7 +441,7 @@ class HostDetectionsStream(QualysVMStream):
                     self.records_emitted += 1
                     yield record
                 continue
-            prefix, suffix = record_line_parts(self.name, self._stream_version, page.extracted)
+            prefix, suffix = record_line_parts(self.name, self.stream_version, page.extracted)
             for encoded in page.records.encoded():
                 self.records_emitted += 1
                 yield EncodedRecord(prefix + encoded + suffix)  # type: ignore[misc]
@@ -479,7 +468,7 @@ class HostDetectionsStream(QualysVMStream):
 
     @cached_property
     def emits_encoded(self) -> bool:
-        """Whether records can go out as the spool's JSON (see ``client.EncodedRecord``).
+        """Whether records can go out as the spool's JSON (see ``emit.EncodedRecord``).
 
         Only when nothing would change them on the way and they go to stdout: every property
         selected, the SDK's identity stream map without flattening (no ``stream_maps``, no
