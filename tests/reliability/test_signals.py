@@ -210,3 +210,43 @@ def test_meltano_run_records_an_interrupted_run_as_failed(
     assert not database.exists(), "an interrupted run was published"
     assert not database.is_symlink()
     assert "Published snapshot" not in text
+
+
+# --- during start-up ----------------------------------------------------------------------------
+
+
+def _importing_libraries(pid: int) -> bool:
+    """The tap is past Python's own start-up and loading the SDK's compiled dependencies."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+    return any("site-packages" in line and ".so" in line for line in maps.splitlines())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_while_the_tap_starts_publishes_nothing(tmp_path: Path, signum: int) -> None:
+    """The SDK installs its handler only once the tap object exists, a second or more after the
+    process starts (its imports): a signal before then used to kill the tap without a marker, and
+    the target took the empty input for a finished run and published it."""
+    with simulator(**SMALL_WORLD) as sim:
+        pipeline = Pipeline(sim, tmp_path)
+        pipeline.target_overrides = {"point_in_time": True, "snapshot_from_latest": False}
+        running = pipeline.start(streams=["csam_assets"])
+        wait_until(lambda: _importing_libraries(running.tap.pid), 30, "the tap importing",
+                   running, interval=0.005)
+        still_starting = not (running.directory / "tap.stderr").read_text().strip()
+        running.tap.send_signal(signum)
+        result = running.wait(EXIT_WITHIN_SECONDS + 10)
+    context = result.describe()
+    assert still_starting, "the tap had started before the signal: this test proves nothing"
+    assert result.tap_rc == 128 + signum, context
+    name = signal.Signals(signum).name
+    assert result.text("tap.stdout") == (
+        f"tap-qualys was stopped by {name}: this output is incomplete\n"
+    ), context
+    assert "Traceback" not in result.tap_stderr, context
+    assert result.target_rc not in (0, None), context
+    assert result.target_states == [], context
+    assert not pipeline.database.exists(), "an interrupted run was published"
+    assert not pipeline.database.is_symlink()
