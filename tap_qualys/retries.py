@@ -153,8 +153,8 @@ def classify_exception(exc: BaseException) -> Verdict | None:
     """Classify an exception raised while sending or reading; None means not ours to retry."""
     if isinstance(exc, FailedAttempt):
         return exc.verdict
-    if isinstance(exc, RedirectRefused):
-        return Verdict(Kind.FATAL, str(exc))
+    if isinstance(exc, (RedirectRefused, requests.exceptions.TooManyRedirects)):
+        return _redirect_verdict(exc)
     if isinstance(exc, requests.exceptions.SSLError):
         # requests files certificate failures under ConnectionError, but no retry fixes them.
         return Verdict(
@@ -170,6 +170,20 @@ def classify_exception(exc: BaseException) -> Verdict | None:
         # Malformed XML: the same request would bring the same document again.
         return Verdict(Kind.FATAL, _first_line(exc))
     return None
+
+
+def _redirect_verdict(exc: requests.RequestException) -> Verdict:
+    """Fatal: a redirect to another server, or a loop on the same one (a proxy's login page, a
+    misrouted path), which every retry would go round again."""
+    if isinstance(exc, RedirectRefused):
+        return Verdict(Kind.FATAL, str(exc))
+    url = str(exc.request.url or "") if exc.request is not None else ""
+    return Verdict(
+        Kind.FATAL,
+        f"{_redirect_text(url) or 'a call'} redirected more than 30 times on the same server "
+        "(a redirect loop, e.g. a proxy's login page): not retried. Check api_server / "
+        "gateway_url and any proxy in between",
+    )
 
 
 def _unreachable(exc: BaseException) -> Verdict | None:
