@@ -70,6 +70,23 @@ def guard_start_up() -> None:
         signal.signal(signum, stop_while_starting)
 
 
+def output_closed(logger: logging.Logger) -> t.NoReturn:
+    """The target stopped reading (signalled, or failed): say so, and exit 1 at once.
+
+    click would swallow the broken pipe and leave "An unhandled error occurred while syncing"
+    as the tap's last, causeless words.
+    """
+    logger.error(
+        "tap-qualys: its output was closed before the run finished (the target stopped or "
+        "failed: see its log); the run failed, and the next run resumes from the last STATE "
+        "the target emitted"
+    )
+    # Python would flush stdout at exit into the same broken pipe.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    logging.shutdown()
+    os._exit(1)  # not sys.exit: worker threads may be in a read for up to request_timeout
+
+
 def finish(exc: Interrupted, logger: logging.Logger) -> t.NoReturn:
     """Log one line, hand on the records already written, mark the output, exit 128 + signal."""
     name = signal.Signals(exc.signum).name

@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from tests.e2e.conftest import MeltanoSession, find_meltano
+from tests.reliability.errors import assert_one_clear_line, has_traceback
 from tests.reliability.harness import (
     REPO,
     SMALL_WORLD,
@@ -250,3 +251,22 @@ def test_signal_while_the_tap_starts_publishes_nothing(tmp_path: Path, signum: i
     assert result.target_states == [], context
     assert not pipeline.database.exists(), "an interrupted run was published"
     assert not pipeline.database.is_symlink()
+
+
+def test_sigterm_to_the_target_alone_fails_the_tap_with_one_clear_line(tmp_path: Path) -> None:
+    """The target stopped (signalled, or failed on its own) while the tap still had records to
+    send: the tap's next write hits a closed pipe, click swallowed that, and the tap's last words
+    were "An unhandled error occurred while syncing 'hosts'", with no cause."""
+    with simulator(**SMALL_WORLD) as sim:
+        sim.configure(faults={"slow_first_byte": 1.0}, fault_endpoints=["host_detection"],
+                      slow_first_byte_sec=3)
+        pipeline = Pipeline(sim, tmp_path, request_timeout=HELD_SECONDS)
+        running = pipeline.start(streams=["csam_assets", "hosts", "host_detections"])
+        wait_until(lambda: sim.stats()["running"].get("host_detection", 0) >= 1, 120,
+                   "a detection batch in flight", running)
+        running.processes[2].send_signal(signal.SIGTERM)
+        result = running.wait(HELD_SECONDS * 2)
+    context = result.describe()
+    assert result.target_rc == 128 + signal.SIGTERM, context
+    assert_one_clear_line(result, names=("output", "closed", "target"))
+    assert not has_traceback(result), context
