@@ -153,8 +153,13 @@ def classify_exception(exc: BaseException) -> Verdict | None:
     """Classify an exception raised while sending or reading; None means not ours to retry."""
     if isinstance(exc, FailedAttempt):
         return exc.verdict
-    if isinstance(exc, (RedirectRefused, requests.exceptions.TooManyRedirects)):
-        return _redirect_verdict(exc)
+    refused = (
+        RedirectRefused,
+        requests.exceptions.TooManyRedirects,
+        requests.exceptions.InvalidHeader,
+    )
+    if isinstance(exc, refused):  # the server (or a proxy) would answer the same way again
+        return _refused_verdict(exc)
     if isinstance(exc, requests.exceptions.SSLError):
         # requests files certificate failures under ConnectionError, but no retry fixes them.
         return Verdict(
@@ -172,11 +177,13 @@ def classify_exception(exc: BaseException) -> Verdict | None:
     return None
 
 
-def _redirect_verdict(exc: requests.RequestException) -> Verdict:
-    """Fatal: a redirect to another server, or a loop on the same one (a proxy's login page, a
-    misrouted path), which every retry would go round again."""
+def _refused_verdict(exc: requests.RequestException) -> Verdict:
+    """Fatal: a redirect to another server, a loop on the same one (a proxy's login page, a
+    misrouted path), or headers urllib3 refuses (two Content-Lengths that disagree)."""
     if isinstance(exc, RedirectRefused):
         return Verdict(Kind.FATAL, str(exc))
+    if isinstance(exc, requests.exceptions.InvalidHeader):
+        return Verdict(Kind.FATAL, f"answer refused: {_first_line(exc)}; not retried")
     url = str(exc.request.url or "") if exc.request is not None else ""
     return Verdict(
         Kind.FATAL,

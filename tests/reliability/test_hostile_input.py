@@ -153,7 +153,7 @@ class HostileRun:
 def run_with_injected(baseline: Baseline, tmp_path: Path, *, endpoint: str, body: bytes = b"",
                       streams: tuple[str, ...], content_type: str = XML, status: int = 200,
                       forget: tuple[str, ...] = (), repeat: bytes = b"", repeat_count: int = 0,
-                      tail: bytes = b"") -> HostileRun:
+                      tail: bytes = b"", headers: dict[str, str] | None = None) -> HostileRun:
     """Run ``streams`` from the baseline's database and state with ``endpoint`` answering
     the crafted payload (every time: a retry gets it again). ``forget`` drops bookmarks, e.g.
     the hosts window, so that every host gets its detections fetched again."""
@@ -169,7 +169,7 @@ def run_with_injected(baseline: Baseline, tmp_path: Path, *, endpoint: str, body
         "endpoint": endpoint, "status": status, "content_type": content_type,
         "body_b64": base64.b64encode(body).decode(), "times": 50,
         "repeat_b64": base64.b64encode(repeat).decode(), "repeat_count": repeat_count,
-        "tail_b64": base64.b64encode(tail).decode(),
+        "tail_b64": base64.b64encode(tail).decode(), "headers": headers or {},
     })
     try:
         result = pipeline.run(state=state, streams=streams, timeout=240)
@@ -361,6 +361,15 @@ def test_invalid_json_from_the_gateway(baseline: Baseline, tmp_path: Path) -> No
     run = run_with_injected(baseline, tmp_path, endpoint="csam_search", body=body,
                             content_type="application/json", streams=("csam_assets",))
     assert_refused(run, stream="csam_assets", says=("JSON",))
+
+
+def test_two_content_lengths_that_disagree(baseline: Baseline, tmp_path: Path) -> None:
+    """A second, lying Content-Length (the simulator sends the true one too): urllib3 refuses
+    the answer with InvalidHeader, which escaped as a traceback."""
+    run = run_with_injected(baseline, tmp_path, endpoint="host_list", body=PROXY_LOGIN_PAGE,
+                            streams=("hosts",), headers={"Content-Length": "7"})
+    assert_refused(run, stream="hosts", says=("Content-Length",))
+    assert not has_traceback(run.result), run.result.describe()
 
 
 def test_a_jwt_endpoint_answering_200_without_a_token(baseline: Baseline,
