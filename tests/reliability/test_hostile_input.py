@@ -363,6 +363,17 @@ def test_invalid_json_from_the_gateway(baseline: Baseline, tmp_path: Path) -> No
     assert_refused(run, stream="csam_assets", says=("JSON",))
 
 
+def test_json_nested_too_deep_from_the_gateway(baseline: Baseline, tmp_path: Path) -> None:
+    """msgspec refuses 200,000 nested lists with a RecursionError, which is not a ValueError:
+    it escaped as a traceback."""
+    body = (b'{"responseCode":"SUCCESS","hasMore":0,"assetListData":{"asset":'
+            + b"[" * 200_000 + b"]" * 200_000 + b"}}")
+    run = run_with_injected(baseline, tmp_path, endpoint="csam_search", body=body,
+                            content_type="application/json", streams=("csam_assets",))
+    assert_refused(run, stream="csam_assets", says=("nested",))
+    assert not has_traceback(run.result), run.result.describe()
+
+
 def test_two_content_lengths_that_disagree(baseline: Baseline, tmp_path: Path) -> None:
     """A second, lying Content-Length (the simulator sends the true one too): urllib3 refuses
     the answer with InvalidHeader, which escaped as a traceback."""
