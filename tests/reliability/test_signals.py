@@ -152,12 +152,15 @@ def _plugin_process(parent: psutil.Process, executable: str) -> psutil.Process |
     return None
 
 
-@pytest.mark.parametrize("signalled", ["tap", "meltano"])
+@pytest.mark.parametrize(("signalled", "signum"), [
+    ("tap", signal.SIGTERM), ("meltano", signal.SIGTERM), ("meltano", signal.SIGINT),
+])
 def test_meltano_run_records_an_interrupted_run_as_failed(
-    tmp_path: Path, meltano: MeltanoSession, signalled: str
+    tmp_path: Path, meltano: MeltanoSession, signalled: str, signum: int
 ) -> None:
     """SIGTERM to the tap alone (Meltano then closes the target's input as after a finished
-    tap) or to `meltano run` (which SIGTERMs both plugins): the run fails, nothing is published."""
+    tap) or to `meltano run` (which SIGTERMs both plugins; SIGINT, a Ctrl-C sent to Meltano
+    alone, too): the run fails, nothing is published."""
     database = tmp_path / "qualys.db"
     with simulator(**SMALL_WORLD) as sim:
         sim.configure(
@@ -196,7 +199,7 @@ def test_meltano_run_records_an_interrupted_run_as_failed(
                 tap = _plugin_process(psutil.Process(run.pid), "tap-qualys")
                 assert tap is not None, "no tap-qualys process under meltano"
                 victim = tap.pid if signalled == "tap" else run.pid
-                os.kill(victim, signal.SIGTERM)
+                os.kill(victim, signum)
                 code = run.wait(timeout=EXIT_WITHIN_SECONDS + 30)
             finally:
                 if run.poll() is None:
@@ -205,7 +208,7 @@ def test_meltano_run_records_an_interrupted_run_as_failed(
     text = log.read_text(errors="replace")
     tail = "\n".join(text.splitlines()[-30:])
     assert code != 0, tail
-    assert "stopped by SIGTERM" in text, tail
+    assert "stopped by SIGTERM" in text or "stopped by SIGINT" in text, tail
     runs = sqlite3.connect(tmp_path / "meltano.db").execute("SELECT state FROM runs").fetchall()
     assert runs == [("FAIL",)], tail  # Meltano's State.FAIL
     assert not database.exists(), "an interrupted run was published"
