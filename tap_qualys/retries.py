@@ -50,6 +50,9 @@ RATE_LIMIT_CODE = 1965
 #: connection, unresolvable name): a wrong URL or a server that is down must not take the
 #: minutes of the full retry budget to be reported; a brief restart is still waited out.
 FIRST_CONTACT_BUDGET = 20.0
+#: Seconds to open a connection. Without it connecting waited as long as an answer may take
+#: (request_timeout, 30 min), so a firewall that drops packets was not reported for that long.
+CONNECT_TIMEOUT = 15.0
 
 #: Pace calls once fewer than this many are left in the rate window.
 LOW_REMAINING_CALLS = 20
@@ -494,6 +497,9 @@ class CredentialSession(requests.Session):
 
     @override
     def send(self, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:
+        timeout = kwargs.get("timeout")
+        if isinstance(timeout, (int, float)):
+            kwargs["timeout"] = (min(CONNECT_TIMEOUT, timeout), timeout)
         response = super().send(request, **kwargs)
         mark_answered(str(request.url or ""))
         return response
