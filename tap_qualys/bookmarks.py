@@ -34,6 +34,9 @@ DEFAULT_MAX_CLOCK_SKEW_MINUTES = 60
 #: The keys of a stream's (or partition's) state that hold a date-time bookmark.
 BOOKMARK_KEYS = ("replication_key_value", "vm_processed_after")
 #: How to get out of a bad state: said by every state error.
+#: Earlier bookmarks are refused: Qualys holds nothing that old, and an overlap of days taken
+#: from a date near year 1 is out of datetime's range.
+EARLIEST_YEAR = 1900
 FIX = (
     "clear it with `meltano state clear <state-id>` (every stream is then read in full) or set a "
     "correct value with `meltano state set` (or edit the --state file)"
@@ -68,6 +71,9 @@ def _shape_problem(state: t.Any) -> str | None:
     for stream, stream_state in bookmarks.items():
         if not isinstance(stream_state, dict):
             return f"stream {stream}: its state {json.dumps(stream_state)[:60]} is not an object"
+        resume = stream_state.get("resume")
+        if resume is not None and not isinstance(resume, dict):
+            return f"stream {stream}: its resume point {json.dumps(resume)[:60]} is not an object"
     return None
 
 
@@ -133,6 +139,10 @@ def check_bookmarks(
             except CastError as exc:
                 msg = f"stream {stream}: bookmark {key} is {exc}; {FIX}"
                 raise StateError(msg) from None
+            if moment.year < EARLIEST_YEAR:
+                # The overlap is subtracted from it: near year 1 that is out of datetime's range.
+                msg = f"stream {stream}: bookmark {key} {value} is before {EARLIEST_YEAR}; {FIX}"
+                raise StateError(msg)
             if moment > latest:
                 msg = (
                     f"stream {stream}: bookmark {key} {value} is in the future (this "

@@ -514,7 +514,12 @@ def decode_gateway_body(content: bytes) -> t.Any:
         except (OSError, EOFError, zlib.error) as exc:
             msg = f"gzip body does not decompress: {exc}"
             raise ValueError(msg) from None
-    return _JSON.decode(content)
+    try:
+        return _JSON.decode(content)
+    except RecursionError:
+        # msgspec's depth limit; not a ValueError, so it escaped every handler as a traceback.
+        msg = "JSON nested too deep to decode"
+        raise ValueError(msg) from None
 
 
 class QualysGatewayStream(QualysStream[t.Any]):

@@ -49,6 +49,9 @@ RATE_LIMIT_CODE = 1965
 #: connection, unresolvable name): a wrong URL or a server that is down must not take the
 #: minutes of the full retry budget to be reported; a brief restart is still waited out.
 FIRST_CONTACT_BUDGET = 20.0
+#: Seconds to open a connection. Without it connecting waited as long as an answer may take
+#: (request_timeout, 30 min), so a firewall that drops packets was not reported for that long.
+CONNECT_TIMEOUT = 15.0
 
 #: Pace calls once fewer than this many are left in the rate window.
 LOW_REMAINING_CALLS = 20
@@ -148,8 +151,13 @@ def classify_exception(exc: BaseException) -> Verdict | None:
     """Classify an exception raised while sending or reading; None means not ours to retry."""
     if isinstance(exc, FailedAttempt):
         return exc.verdict
-    if isinstance(exc, RedirectRefused):
-        return Verdict(Kind.FATAL, str(exc))
+    refused = (
+        RedirectRefused,
+        requests.exceptions.TooManyRedirects,
+        requests.exceptions.InvalidHeader,
+    )
+    if isinstance(exc, refused):  # the server (or a proxy) would answer the same way again
+        return _refused_verdict(exc)
     if isinstance(exc, requests.exceptions.SSLError):
         # requests files certificate failures under ConnectionError, but no retry fixes them.
         return Verdict(
@@ -165,6 +173,22 @@ def classify_exception(exc: BaseException) -> Verdict | None:
         # Malformed XML: the same request would bring the same document again.
         return Verdict(Kind.FATAL, _first_line(exc))
     return None
+
+
+def _refused_verdict(exc: requests.RequestException) -> Verdict:
+    """Fatal: a redirect to another server, a loop on the same one (a proxy's login page, a
+    misrouted path), or headers urllib3 refuses (two Content-Lengths that disagree)."""
+    if isinstance(exc, RedirectRefused):
+        return Verdict(Kind.FATAL, str(exc))
+    if isinstance(exc, requests.exceptions.InvalidHeader):
+        return Verdict(Kind.FATAL, f"answer refused: {_first_line(exc)}; not retried")
+    url = str(exc.request.url or "") if exc.request is not None else ""
+    return Verdict(
+        Kind.FATAL,
+        f"{_redirect_text(url) or 'a call'} redirected more than 30 times on the same server "
+        "(a redirect loop, e.g. a proxy's login page): not retried. Check api_server / "
+        "gateway_url and any proxy in between",
+    )
 
 
 def _unreachable(exc: BaseException) -> Verdict | None:
@@ -468,6 +492,9 @@ class CredentialSession(requests.Session):
 
     @override
     def send(self, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:
+        timeout = kwargs.get("timeout")
+        if isinstance(timeout, (int, float)):
+            kwargs["timeout"] = (min(CONNECT_TIMEOUT, timeout), timeout)
         response = super().send(request, **kwargs)
         mark_answered(str(request.url or ""))
         return response

@@ -23,6 +23,9 @@ import typing as t
 
 from tap_qualys import concurrency
 
+if t.TYPE_CHECKING:
+    from types import FrameType
+
 
 def marker_line(signum: int) -> str:
     """The last line of an interrupted tap's output."""
@@ -43,6 +46,45 @@ def interrupt(signum: int) -> None:
         return  # a second signal must not break the shutdown already under way
     concurrency.STOPPING.set()
     raise Interrupted(signum)
+
+
+def stop_while_starting(signum: int, frame: FrameType | None) -> None:
+    """Before the tap object exists: nothing written yet, nothing to unwind; mark and exit.
+
+    The SDK installs its handler only once the tap is built, after a second or more of imports.
+    Until then a signal killed the tap without the marker, and the target took the empty output
+    for a finished run and published it.
+    """
+    name = signal.Signals(signum).name
+    try:
+        os.write(2, f"tap-qualys stopped by {name} while starting: the run failed\n".encode())
+        os.write(1, marker_line(signum).encode())
+    except OSError:
+        pass  # the target is gone: nothing left to tell it
+    os._exit(128 + signum)
+
+
+def guard_start_up() -> None:
+    """Until the SDK installs its own handler, SIGTERM and SIGINT stop the tap with the marker."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop_while_starting)
+
+
+def output_closed(logger: logging.Logger) -> t.NoReturn:
+    """The target stopped reading (signalled, or failed): say so, and exit 1 at once.
+
+    click would swallow the broken pipe and leave "An unhandled error occurred while syncing"
+    as the tap's last, causeless words.
+    """
+    logger.error(
+        "tap-qualys: its output was closed before the run finished (the target stopped or "
+        "failed: see its log); the run failed, and the next run resumes from the last STATE "
+        "the target emitted"
+    )
+    # Python would flush stdout at exit into the same broken pipe.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    logging.shutdown()
+    os._exit(1)  # not sys.exit: worker threads may be in a read for up to request_timeout
 
 
 def finish(exc: Interrupted, logger: logging.Logger) -> t.NoReturn:

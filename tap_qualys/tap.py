@@ -501,6 +501,8 @@ class TapQualys(SignalsTap, Tap):
             super().invoke(*args, **kwargs)
         except signals.Interrupted as exc:
             signals.finish(exc, cls.logger)
+        except BrokenPipeError:
+            signals.output_closed(cls.logger)
         except StateError as exc:
             exc.source = f"state file {getattr(state, 'name', '--state')}"
             cls.logger.error("%s", exc)

@@ -96,7 +96,17 @@ def test_a_stored_bookmark_in_the_future_is_refused(sim: SimulatorProcess, tmp_p
      ("knowledge_base", "12345")),
     ('{"bookmarks": {"csam_assets": {"replication_key_value": "x", "resume": {}}}}',
      ("csam_assets", "'x'")),
-], ids=["garbage", "a-list", "yesterday", "a-number", "csam-garbage"])
+    # Year 1, minus the overlap, is before datetime's year 1: a traceback ("date value out of
+    # range") once the stream started.
+    ('{"bookmarks": {"csam_assets": {"replication_key": "lastModifiedDate", '
+     '"replication_key_value": "0001-01-01T00:00:00Z"}}}', ("csam_assets", "0001-01-01")),
+    ('{"bookmarks": {"knowledge_base": {"replication_key": "last_service_modification_datetime"'
+     ', "replication_key_value": "0001-01-20T00:00:00Z"}}}', ("knowledge_base", "0001-01-20")),
+    # A resume point that is not an object: "'str' object has no attribute 'get'", a traceback.
+    ('{"bookmarks": {"csam_assets": {"replication_key_value": "2026-11-01T00:00:00Z", '
+     '"resume": "x"}}}', ("csam_assets", "resume")),
+], ids=["garbage", "a-list", "yesterday", "a-number", "csam-garbage", "year-1-csam", "year-1-kb",
+        "csam-resume-not-an-object"])
 def test_a_bad_state_is_one_line_naming_file_or_stream(sim: SimulatorProcess, tmp_path: Path,
                                                         state_text: str,
                                                         names: tuple[str, ...]) -> None:

@@ -8,8 +8,10 @@ server has answered, the same failures are transient and keep the whole retry bu
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,39 @@ def test_a_server_lost_after_it_answered_keeps_the_full_retry_budget(tmp_path: P
         assert "retry" in result.tap_stderr, result.describe()
     finally:
         first.stop()
+
+
+@pytest.fixture
+def dropping_port() -> Iterator[int]:
+    """A port whose SYNs go unanswered, like a firewall that drops them: a listener that never
+    accepts, its accept queue already full."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        yield port
+    finally:
+        for each in [*fillers, listener]:
+            each.close()
+
+
+@pytest.mark.parametrize("streams", [("hosts",), ("csam_assets",)])
+def test_a_first_call_into_a_firewall_that_drops_fails_in_seconds(
+        tmp_path: Path, dropping_port: int, streams: tuple[str, ...]) -> None:
+    """Connecting waited as long as a read may (request_timeout, 30 min; 60 s for /auth), so a
+    dropping firewall took 3 minutes (gateway) or more (VM API) to fail instead of ~30 s."""
+    url = f"http://127.0.0.1:{dropping_port}"
+    with simulator(hosts=2, seed=1) as sim:  # for the discovery run only
+        pipeline = Pipeline(sim, tmp_path, **DEFAULT_RETRIES)
+        config = pipeline.config(api_server=url, gateway_url=url)
+        result = pipeline.run(config=config, streams=streams, timeout=90)
+    assert_one_clear_line(result, names=(url, "api_server"), says=("timed out",))
+    assert not has_traceback(result), result.describe()

@@ -17,6 +17,7 @@ import copy
 import json
 import re
 import shutil
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +153,7 @@ class HostileRun:
 def run_with_injected(baseline: Baseline, tmp_path: Path, *, endpoint: str, body: bytes = b"",
                       streams: tuple[str, ...], content_type: str = XML, status: int = 200,
                       forget: tuple[str, ...] = (), repeat: bytes = b"", repeat_count: int = 0,
-                      tail: bytes = b"") -> HostileRun:
+                      tail: bytes = b"", headers: dict[str, str] | None = None) -> HostileRun:
     """Run ``streams`` from the baseline's database and state with ``endpoint`` answering
     the crafted payload (every time: a retry gets it again). ``forget`` drops bookmarks, e.g.
     the hosts window, so that every host gets its detections fetched again."""
@@ -168,7 +169,7 @@ def run_with_injected(baseline: Baseline, tmp_path: Path, *, endpoint: str, body
         "endpoint": endpoint, "status": status, "content_type": content_type,
         "body_b64": base64.b64encode(body).decode(), "times": 50,
         "repeat_b64": base64.b64encode(repeat).decode(), "repeat_count": repeat_count,
-        "tail_b64": base64.b64encode(tail).decode(),
+        "tail_b64": base64.b64encode(tail).decode(), "headers": headers or {},
     })
     try:
         result = pipeline.run(state=state, streams=streams, timeout=240)
@@ -362,6 +363,26 @@ def test_invalid_json_from_the_gateway(baseline: Baseline, tmp_path: Path) -> No
     assert_refused(run, stream="csam_assets", says=("JSON",))
 
 
+def test_json_nested_too_deep_from_the_gateway(baseline: Baseline, tmp_path: Path) -> None:
+    """msgspec refuses 200,000 nested lists with a RecursionError, which is not a ValueError:
+    it escaped as a traceback."""
+    body = (b'{"responseCode":"SUCCESS","hasMore":0,"assetListData":{"asset":'
+            + b"[" * 200_000 + b"]" * 200_000 + b"}}")
+    run = run_with_injected(baseline, tmp_path, endpoint="csam_search", body=body,
+                            content_type="application/json", streams=("csam_assets",))
+    assert_refused(run, stream="csam_assets", says=("nested",))
+    assert not has_traceback(run.result), run.result.describe()
+
+
+def test_two_content_lengths_that_disagree(baseline: Baseline, tmp_path: Path) -> None:
+    """A second, lying Content-Length (the simulator sends the true one too): urllib3 refuses
+    the answer with InvalidHeader, which escaped as a traceback."""
+    run = run_with_injected(baseline, tmp_path, endpoint="host_list", body=PROXY_LOGIN_PAGE,
+                            streams=("hosts",), headers={"Content-Length": "7"})
+    assert_refused(run, stream="hosts", says=("Content-Length",))
+    assert not has_traceback(run.result), run.result.describe()
+
+
 def test_a_jwt_endpoint_answering_200_without_a_token(baseline: Baseline,
                                                        tmp_path: Path) -> None:
     run = run_with_injected(baseline, tmp_path, endpoint="auth", body=b"",
@@ -374,3 +395,39 @@ def test_broken_input_prints_no_traceback(baseline: Baseline, tmp_path: Path) ->
                             content_type="text/html", streams=("hosts",))
     assert run.result.tap_rc not in (0, None)
     assert not has_traceback(run.result), run.result.describe()
+
+
+def _gzip_bomb(expanded_mib: int) -> bytes:
+    """A gzip member of ``expanded_mib`` MiB of JSON whitespace around an empty list: ~1000:1."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = b" " * 2**20
+    parts = [compressor.compress(chunk) for _ in range(expanded_mib)]
+    return b"".join([*parts, compressor.compress(b"[]"), compressor.flush()])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "gateway bodies are decompressed whole and unbounded (requests' Content-Encoding decoding "
+    "and decode_gateway_body's gzip.decompress): a 0.5 MB answer costs 2-3 GiB. Needs a cap on "
+    "the decoded size, read in chunks in the gateway request path (client.py, being split by "
+    "h10) and a chosen limit that real posture answers with evidence never reach"))
+@pytest.mark.parametrize("header", [False, True], ids=["gzip-magic", "content-encoding"])
+def test_a_gzip_bomb_in_posture_info_is_refused_in_bounded_memory(
+        baseline: Baseline, tmp_path: Path, header: bool) -> None:
+    bomb = _gzip_bomb(512)
+    shutil.copy(baseline.database, tmp_path / "target.db")
+    sim = baseline.sim
+    sim.reset_stats()
+    sim.admin_post("/admin/inject", {
+        "endpoint": "pcrs_posture_info", "content_type": "application/json", "times": 50,
+        "headers": {"Content-Encoding": "gzip"} if header else {},
+        "body_b64": base64.b64encode(bomb).decode()})
+    pipeline = Pipeline(sim, tmp_path, max_retries=1)
+    try:
+        result = pipeline.run(state=baseline.state, timeout=240,
+                              streams=("pcrs_policies", "pcrs_policy_host_ids",
+                                       "pcrs_posture_info"))
+    finally:
+        sim.admin_post("/admin/inject", {"clear": True})
+    # Before a fix: 2-3 GiB, and the empty list inside is loaded as a finished run.
+    assert result.peak_rss["tap"] < 400 * 2**20, result.peak_rss
+    assert_one_clear_line(result, names=("pcrs_posture_info",), says=("gzip", "expand"))

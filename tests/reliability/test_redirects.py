@@ -107,6 +107,28 @@ def test_a_redirect_to_another_server_is_never_followed(
     assert pending[0]["remaining"] == 49, pending
 
 
+@pytest.mark.parametrize(("endpoint", "streams", "path"), [
+    ("host_list", ("hosts",), "/api/5.0/fo/asset/host/"),
+    ("csam_search", ("csam_assets",), "/rest/2.0/search/am/asset"),
+])
+def test_a_redirect_loop_on_the_same_server_is_one_clear_line(
+        sim: SimulatorProcess, tmp_path: Path, endpoint: str, streams: tuple[str, ...],
+        path: str) -> None:
+    """A proxy or login page redirecting a call to itself: requests gives up after 30 hops with
+    TooManyRedirects, which used to end the run in a traceback ("Exceeded 30 redirects.")."""
+    sim.admin_post("/admin/inject", {"clear": True})
+    sim.admin_post("/admin/inject", {
+        "endpoint": endpoint, "status": 302, "content_type": "text/plain",
+        "headers": {"Location": path + "?again=1"}, "times": 1000})
+    pipeline = Pipeline(sim, tmp_path, max_retries=2)
+    try:
+        result = pipeline.run(streams=streams, timeout=180)
+    finally:
+        sim.admin_post("/admin/inject", {"clear": True})
+    assert_one_clear_line(result, names=(sim.url + path, "redirect"), says=("loop",))
+    assert not has_traceback(result), result.describe()
+
+
 def test_plain_http_to_another_host_is_refused(sim: SimulatorProcess, tmp_path: Path) -> None:
     pipeline = Pipeline(sim, tmp_path)
     for setting in ("api_server", "gateway_url"):

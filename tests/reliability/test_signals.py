@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from tests.e2e.conftest import MeltanoSession, find_meltano
+from tests.reliability.errors import assert_one_clear_line, has_traceback
 from tests.reliability.harness import (
     REPO,
     SMALL_WORLD,
@@ -151,12 +152,15 @@ def _plugin_process(parent: psutil.Process, executable: str) -> psutil.Process |
     return None
 
 
-@pytest.mark.parametrize("signalled", ["tap", "meltano"])
+@pytest.mark.parametrize(("signalled", "signum"), [
+    ("tap", signal.SIGTERM), ("meltano", signal.SIGTERM), ("meltano", signal.SIGINT),
+])
 def test_meltano_run_records_an_interrupted_run_as_failed(
-    tmp_path: Path, meltano: MeltanoSession, signalled: str
+    tmp_path: Path, meltano: MeltanoSession, signalled: str, signum: int
 ) -> None:
     """SIGTERM to the tap alone (Meltano then closes the target's input as after a finished
-    tap) or to `meltano run` (which SIGTERMs both plugins): the run fails, nothing is published."""
+    tap) or to `meltano run` (which SIGTERMs both plugins; SIGINT, a Ctrl-C sent to Meltano
+    alone, too): the run fails, nothing is published."""
     database = tmp_path / "qualys.db"
     with simulator(**SMALL_WORLD) as sim:
         sim.configure(
@@ -195,7 +199,7 @@ def test_meltano_run_records_an_interrupted_run_as_failed(
                 tap = _plugin_process(psutil.Process(run.pid), "tap-qualys")
                 assert tap is not None, "no tap-qualys process under meltano"
                 victim = tap.pid if signalled == "tap" else run.pid
-                os.kill(victim, signal.SIGTERM)
+                os.kill(victim, signum)
                 code = run.wait(timeout=EXIT_WITHIN_SECONDS + 30)
             finally:
                 if run.poll() is None:
@@ -204,9 +208,68 @@ def test_meltano_run_records_an_interrupted_run_as_failed(
     text = log.read_text(errors="replace")
     tail = "\n".join(text.splitlines()[-30:])
     assert code != 0, tail
-    assert "stopped by SIGTERM" in text, tail
+    assert "stopped by SIGTERM" in text or "stopped by SIGINT" in text, tail
     runs = sqlite3.connect(tmp_path / "meltano.db").execute("SELECT state FROM runs").fetchall()
     assert runs == [("FAIL",)], tail  # Meltano's State.FAIL
     assert not database.exists(), "an interrupted run was published"
     assert not database.is_symlink()
     assert "Published snapshot" not in text
+
+
+# --- during start-up ----------------------------------------------------------------------------
+
+
+def _importing_libraries(pid: int) -> bool:
+    """The tap is past Python's own start-up and loading the SDK's compiled dependencies."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+    return any("site-packages" in line and ".so" in line for line in maps.splitlines())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_while_the_tap_starts_publishes_nothing(tmp_path: Path, signum: int) -> None:
+    """The SDK installs its handler only once the tap object exists, a second or more after the
+    process starts (its imports): a signal before then used to kill the tap without a marker, and
+    the target took the empty input for a finished run and published it."""
+    with simulator(**SMALL_WORLD) as sim:
+        pipeline = Pipeline(sim, tmp_path)
+        pipeline.target_overrides = {"point_in_time": True, "snapshot_from_latest": False}
+        running = pipeline.start(streams=["csam_assets"])
+        wait_until(lambda: _importing_libraries(running.tap.pid), 30, "the tap importing",
+                   running, interval=0.005)
+        still_starting = not (running.directory / "tap.stderr").read_text().strip()
+        running.tap.send_signal(signum)
+        result = running.wait(EXIT_WITHIN_SECONDS + 10)
+    context = result.describe()
+    assert still_starting, "the tap had started before the signal: this test proves nothing"
+    assert result.tap_rc == 128 + signum, context
+    name = signal.Signals(signum).name
+    assert result.text("tap.stdout") == (
+        f"tap-qualys was stopped by {name}: this output is incomplete\n"
+    ), context
+    assert "Traceback" not in result.tap_stderr, context
+    assert result.target_rc not in (0, None), context
+    assert result.target_states == [], context
+    assert not pipeline.database.exists(), "an interrupted run was published"
+    assert not pipeline.database.is_symlink()
+
+
+def test_sigterm_to_the_target_alone_fails_the_tap_with_one_clear_line(tmp_path: Path) -> None:
+    """The target stopped (signalled, or failed on its own) while the tap still had records to
+    send: the tap's next write hits a closed pipe, click swallowed that, and the tap's last words
+    were "An unhandled error occurred while syncing 'hosts'", with no cause."""
+    with simulator(**SMALL_WORLD) as sim:
+        sim.configure(faults={"slow_first_byte": 1.0}, fault_endpoints=["host_detection"],
+                      slow_first_byte_sec=3)
+        pipeline = Pipeline(sim, tmp_path, request_timeout=HELD_SECONDS)
+        running = pipeline.start(streams=["csam_assets", "hosts", "host_detections"])
+        wait_until(lambda: sim.stats()["running"].get("host_detection", 0) >= 1, 120,
+                   "a detection batch in flight", running)
+        running.processes[2].send_signal(signal.SIGTERM)
+        result = running.wait(HELD_SECONDS * 2)
+    context = result.describe()
+    assert result.target_rc == 128 + signal.SIGTERM, context
+    assert_one_clear_line(result, names=("output", "closed", "target"))
+    assert not has_traceback(result), context

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import sqlite3
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from target_qualys_sqlite import snapshot
 from tests.target_sqlite.conftest import (
     detection,
     query,
@@ -190,3 +192,33 @@ def test_failed_upload_is_one_clear_error(tmp_path: Path, database: Path, moto_s
     assert "upload of" in run.last_error_line
     assert "s3://no-such-bucket/" in run.last_error_line
     assert run.states == []
+
+
+def test_two_runs_starting_in_the_same_second_get_their_own_snapshots(
+    tmp_path: Path, database: Path
+) -> None:
+    """Two schedules firing together on one database: each run must write its own file. The
+    name used to be free until the copy from latest created it, so both runs took the same name,
+    and the second one's start deleted the first one's file."""
+    assert run_target(tmp_path, _pit_config(database), _run_messages(1), "first").returncode == 0
+    now = datetime.datetime(2026, 12, 4, 3, 0, tzinfo=datetime.timezone.utc)
+    first = snapshot.plan_snapshot(database, database.parent / "snapshots", now)
+    second = snapshot.plan_snapshot(database, database.parent / "snapshots", now)
+    assert first.partial != second.partial
+    snapshot.start_snapshot(first, from_latest=True, busy_timeout=5)
+    snapshot.start_snapshot(second, from_latest=True, busy_timeout=5)
+    for each in (first, second):
+        assert query(each.partial, "SELECT unique_vuln_id FROM host_detections") == [(1,)]
+
+
+def test_an_empty_run_without_latest_publishes_an_empty_snapshot(
+    tmp_path: Path, database: Path
+) -> None:
+    """No stream sent anything (nothing selected) and no copy of latest: no file was ever created,
+    and publishing it failed with a FileNotFoundError traceback."""
+    config = {**_pit_config(database), "snapshot_from_latest": False}
+    run = run_target(tmp_path, config, [], "empty")
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    assert database.is_symlink()
+    assert query(database, "SELECT count(*) FROM sqlite_master") == [(0,)]

@@ -89,8 +89,11 @@ class SQLiteConnector(SQLConnector):
         Path(self.database_path).parent.mkdir(parents=True, exist_ok=True)
         # A URL object, not the URL string: parsing the string would percent-decode the path and
         # read a `?` in it as query parameters (`q?mode=memory.db` would be an in-memory database).
+        # ":memory:" alone is SQLite's in-memory database, where every row would vanish while
+        # STATE moves on; "./:memory:" is the file the setting names.
+        database = "./:memory:" if self.database_path == ":memory:" else self.database_path
         engine = sa.create_engine(
-            sa.engine.URL.create("sqlite", database=self.database_path),
+            sa.engine.URL.create("sqlite", database=database),
             connect_args={"timeout": self.busy_timeout},
         )
         sa.event.listen(engine, "connect", self._configure_connection)

@@ -40,26 +40,36 @@ class Snapshot:
 
 
 def plan_snapshot(latest: Path, snapshot_dir: Path, now: datetime.datetime) -> Snapshot:
-    """Name this run's snapshot ``<stem>-<UTC timestamp>.db`` without clobbering another run's."""
+    """Name this run's snapshot ``<stem>-<UTC timestamp>.db`` without clobbering another run's.
+
+    The name is reserved by creating the empty partial file exclusively: two runs starting in the
+    same second (two schedules) would otherwise both pick the free name and write one file.
+    """
     snapshot_dir.mkdir(parents=True, exist_ok=True)
     stamp = now.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     base = f"{latest.stem}-{stamp}"
     candidate = snapshot_dir / f"{base}{latest.suffix}"
     counter = 1
-    while candidate.exists() or Path(str(candidate) + PARTIAL_SUFFIX).exists():
+    while True:
+        planned = Snapshot(latest=latest, final=candidate)
+        if not candidate.exists():
+            try:
+                os.close(os.open(planned.partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            except FileExistsError:
+                pass
+            else:
+                return planned
         candidate = snapshot_dir / f"{base}-{counter}{latest.suffix}"
         counter += 1
-    return Snapshot(latest=latest, final=candidate)
 
 
 def start_snapshot(snapshot: Snapshot, *, from_latest: bool, busy_timeout: float) -> None:
-    """Create the partial file, seeded with a copy of the current latest when asked.
+    """Fill the partial file (reserved empty by :func:`plan_snapshot`) with a copy of latest.
 
     Incremental syncs only send what changed, so a snapshot started empty would hold a fraction of
     the data; seeding from latest makes every snapshot complete. SQLite's online backup API copies
     a consistent state page by page even if another process is writing to the source.
     """
-    snapshot.partial.unlink(missing_ok=True)
     if not (from_latest and snapshot.latest.exists()):
         return
     source = sqlite3.connect(snapshot.latest, timeout=busy_timeout)
