@@ -29,7 +29,13 @@ from target_qualys_sqlite.connector import SQLiteConnector
 from target_qualys_sqlite.reader import MsgspecSingerReader
 from target_qualys_sqlite.sink import SQLiteSink
 from target_qualys_sqlite.target import TargetSQLite
-from tests.target_sqlite.conftest import detection, record_message, schema_message
+from tests.target_sqlite.conftest import (
+    detection,
+    listen_in_process,
+    query,
+    record_message,
+    schema_message,
+)
 
 PACKAGE = Path(target_qualys_sqlite.__file__).parent
 
@@ -186,3 +192,24 @@ def test_termination_hook_replaces_the_sdks_handler(tmp_path: Path) -> None:
     target.on_termination_signal = lambda signum, frame: seen.append(signum)  # type: ignore[method-assign]
     target._handle_termination(signal.SIGTERM, None)
     assert seen == [signal.SIGTERM]
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-path", "sdk-path"])
+def test_key_properties_are_the_schemas_names_not_the_column_names(
+    tmp_path: Path, direct: bool
+) -> None:
+    # SQLSink.key_properties (public) conforms the names to columns (hostId -> hostid), which
+    # are not the record's keys; the key checks need the SCHEMA message's own names.
+    properties = {"hostId": {"type": "integer"}, "dns": {"type": ["null", "string"]}}
+    database = tmp_path / "keys.db"
+    messages = [
+        schema_message("hosts", properties, ["hostId"]),
+        record_message({"hostId": 1, "dns": "a"}, "hosts"),
+        record_message({"hostId": 1, "dns": "b"}, "hosts"),
+    ]
+    target = listen_in_process(database, messages, direct=direct)
+    sink = target.get_sink("hosts")
+    assert list(sdk.source_key_properties(sink)) == ["hostId"]
+    assert list(sink.key_properties) != ["hostId"]  # else this test checks nothing
+    target.process_endofpipe()
+    assert query(database, "SELECT * FROM hosts") == [(1, "b")]

@@ -64,11 +64,20 @@ def queue_record(sink: Sink, record: dict[str, t.Any]) -> None:
     context = sink._get_context(record)
     sink._remove_sdc_metadata_from_record(record)
     sink._validate_and_parse(record)
-    for key in sink.key_properties:
+    for key in sink._key_properties:
         if key not in record:
             sink._singer_validate_message(record)  # raises the SDK's own error
     sink.tally_record_read()
     sink.process_record(record, context)
+
+
+def source_key_properties(sink: Sink) -> t.Sequence[str]:
+    """The stream's key properties as the SCHEMA message names them.
+
+    The public ``SQLSink.key_properties`` gives them as column names (``conform_name``), which
+    differ from the record's keys for names such as ``hostId``.
+    """
+    return sink._key_properties
 
 
 def queue_row(sink: Sink, row: tuple[t.Any, ...]) -> None:

@@ -14,7 +14,7 @@ from singer_sdk.exceptions import InvalidJSONSchema, InvalidRecord
 from target_qualys_sqlite.connector import SQLiteConnector
 from target_qualys_sqlite.errors import TargetSQLiteError, explain_sqlite_error
 from target_qualys_sqlite.rows import RowDecoder, compile_row_decoder, json_text
-from target_qualys_sqlite.sdk import HookedSink
+from target_qualys_sqlite.sdk import HookedSink, source_key_properties
 from target_qualys_sqlite.validation import CompiledSchemaValidator
 
 if sys.version_info >= (3, 12):
@@ -125,7 +125,7 @@ class SQLiteSink(HookedSink[SQLiteConnector]):
                 self._schema_validator.validate(record)
             except InvalidRecord as exc:
                 if self.fail_on_record_validation_exception:
-                    key = {k: record.get(k) for k in self.key_properties}
+                    key = {k: record.get(k) for k in source_key_properties(self)}
                     msg = (
                         f"record {key} for stream '{self.stream_name}' violates its schema: "
                         f"{exc.error_message}"
@@ -138,7 +138,7 @@ class SQLiteSink(HookedSink[SQLiteConnector]):
     def setup(self) -> None:
         # Upserting needs a key, and a table without one would silently duplicate rows on every
         # replay; refuse before any DDL so the database is left exactly as it was.
-        keys = list(self.key_properties)
+        keys = list(source_key_properties(self))
         if not keys:
             msg = (
                 f"stream '{self.stream_name}' has no key_properties: target-sqlite upserts on "
