@@ -9,6 +9,7 @@ against floors measured in the same run; it also writes the table to
 Modules: ``harness`` (sizes, repetitions, the table), ``measurements`` (the six rows),
 ``processes`` (timed subprocesses with their peak RSS, pipes, Meltano), ``replay`` (a caching
 proxy so the simulator's rendering is never timed), and the standalone micro-benchmarks
-``parsers`` and ``target_sqlite``, whose floors the table reuses, and ``emission`` (what the
-SDK privates of ``tap_qualys/emit.py`` buy, per record).
+``parsers`` and ``target_sqlite``, whose floors the table reuses, ``emission`` (what the
+SDK privates of ``tap_qualys/emit.py`` buy, per record) and ``target_paths`` (the same for
+``target_qualys_sqlite/sdk.py``).
 """

@@ -1,4 +1,4 @@
-"""The direct RECORD path (TargetSQLite._process_record_message) against the SDK's own dispatch.
+"""The direct RECORD path (TargetSQLite.take_record_message) against the SDK's own dispatch.
 
 The direct path replaces a private SDK method for speed; these tests pin what it relies on and
 check that it leaves exactly what the SDK's path leaves: the same database, the same STATE
@@ -83,7 +83,8 @@ class _SDKDispatchCounter:
 
 def test_sdk_methods_the_direct_path_relies_on_are_unchanged() -> None:
     # If this fails after an SDK upgrade, re-read Target._process_record_message and update
-    # TargetSQLite._process_record_message (or drop it) before changing this test.
+    # sdk.queue_record and TargetSQLite.take_record_message (or drop them) before changing this
+    # test.
     signature = inspect.signature(Target._process_record_message)
     assert list(signature.parameters) == ["self", "message_dict"]
     source = inspect.getsource(Target._process_record_message)

@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from singer_sdk.sql import SQLConnector
 from singer_sdk.sql.connector import JSONSchemaToSQL
 
+from target_qualys_sqlite import sdk
+
 if sys.version_info >= (3, 12):
     from typing import override
 else:
@@ -118,7 +120,7 @@ class SQLiteConnector(SQLConnector):
 
     def raw_connection(self) -> sa.PoolProxiedConnection:
         """A pooled DB-API connection, for the executemany hot path and PRAGMAs."""
-        return self._engine.raw_connection()
+        return sdk.engine(self).raw_connection()
 
     @override
     def prepare_column(
@@ -129,11 +131,9 @@ class SQLiteConnector(SQLConnector):
     ) -> None:
         # Only ADD COLUMN: an existing column takes any value, so type changes need no DDL.
         if not self.column_exists(full_table_name, column_name):
-            self._create_empty_column(
-                full_table_name=full_table_name,
-                column_name=column_name,
-                sql_type=sql_type,
-            )
+            ddl = self.get_column_add_ddl(full_table_name, column_name, sql_type)
+            with sdk.engine(self).begin() as conn:
+                conn.execute(ddl)
 
     @override
     def prepare_primary_key(
@@ -150,14 +150,14 @@ class SQLiteConnector(SQLConnector):
         index = quote_identifier(f"ux_{table}_{'_'.join(primary_keys)}")
         columns = ", ".join(quote_identifier(k) for k in primary_keys)
         ddl = f"CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {quote_identifier(table)} ({columns})"
-        with self._connect() as conn, conn.begin():
+        with sdk.engine(self).begin() as conn:
             conn.exec_driver_sql(ddl)
 
     def _has_unique_on(
         self, full_table_name: str | FullyQualifiedName, columns: Sequence[str]
     ) -> bool:
         _, _, table = self.parse_full_table_name(full_table_name)
-        inspector = sa.inspect(self._engine)
+        inspector = sa.inspect(sdk.engine(self))
         wanted = set(columns)
         pk = inspector.get_pk_constraint(table).get("constrained_columns") or []
         if set(pk) == wanted:
@@ -191,7 +191,7 @@ class SQLiteConnector(SQLConnector):
         Closing the last connection deletes the -wal and -shm files, so the database is one
         self-contained file afterwards (needed before renaming, copying or uploading it).
         """
-        if self._cached_engine is None:
+        if not sdk.has_engine(self):
             return
         conn = self.raw_connection()
         try:
@@ -200,5 +200,4 @@ class SQLiteConnector(SQLConnector):
                 conn.execute(f"PRAGMA journal_mode = {journal_mode}")
         finally:
             conn.close()
-        self._cached_engine.dispose()
-        self._cached_engine = None
+        sdk.dispose_engine(self)

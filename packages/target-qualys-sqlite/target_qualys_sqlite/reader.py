@@ -10,6 +10,8 @@ import msgspec
 from singer_sdk.io_base import SingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
+from target_qualys_sqlite.sdk import unknown_message
+
 if sys.version_info >= (3, 12):
     from typing import override
 else:
@@ -60,7 +62,6 @@ class MsgspecSingerReader(SingerReader):
         stats: t.Counter[str] = Counter()
         deserialize = self.deserialize_json
         for line in file_input or self.default_input:
-            self._current_message = line
             take_record_line = self.take_record_line  # changes with SCHEMA messages
             if take_record_line is not None and take_record_line(line):
                 stats["RECORD"] += 1
@@ -71,7 +72,7 @@ class MsgspecSingerReader(SingerReader):
             message_type = message["type"]
             callback = callbacks.get(message_type)
             if callback is None:
-                self._process_unknown_message(message)
+                unknown_message(self, message)
             else:
                 callback(message)
             stats[message_type] += 1

@@ -10,11 +10,11 @@ import typing as t
 
 import sqlalchemy.exc
 from singer_sdk.exceptions import InvalidJSONSchema, InvalidRecord
-from singer_sdk.sql import SQLSink
 
 from target_qualys_sqlite.connector import SQLiteConnector
 from target_qualys_sqlite.errors import TargetSQLiteError, explain_sqlite_error
 from target_qualys_sqlite.rows import RowDecoder, compile_row_decoder, json_text
+from target_qualys_sqlite.sdk import HookedSink, source_key_properties
 from target_qualys_sqlite.validation import CompiledSchemaValidator
 
 if sys.version_info >= (3, 12):
@@ -25,9 +25,10 @@ else:
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
-    from singer_sdk.helpers._batch import BaseBatchFileEncoding
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
     from singer_sdk.sql.connector import FullyQualifiedName
+
+    from target_qualys_sqlite.sdk import BatchFileEncoding
 
 
 def _to_real(value: t.Any) -> t.Any:
@@ -43,7 +44,7 @@ def _types_of(schema: dict[str, t.Any]) -> set[str]:
     return found
 
 
-class SQLiteSink(SQLSink[SQLiteConnector]):
+class SQLiteSink(HookedSink[SQLiteConnector]):
     """Upserts each batch on the stream's key properties.
 
     Per-record work is kept to the minimum: the SDK's property-name conforming and row padding are
@@ -54,6 +55,8 @@ class SQLiteSink(SQLSink[SQLiteConnector]):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self._validate_batch_files = False
+        # Set by get_validator, which the SDK calls once while constructing the sink.
+        self._schema_validator: BaseJSONSchemaValidator | None = None
         super().__init__(*args, **kwargs)
         properties: dict[str, dict[str, t.Any]] = self.schema["properties"]
         self._source_keys: list[str] = list(properties)
@@ -73,7 +76,7 @@ class SQLiteSink(SQLSink[SQLiteConnector]):
                 self._converters.append((key, _to_real))
         # Decodes a RECORD's raw JSON straight into a row, for the target's fastest path.
         self.row_decoder: RowDecoder | None = compile_row_decoder(
-            self.schema, self.key_properties, validate=self._validator is not None
+            self.schema, self.key_properties, validate=self._schema_validator is not None
         )
 
     @property
@@ -87,13 +90,14 @@ class SQLiteSink(SQLSink[SQLiteConnector]):
         if not self.validate_schema:
             return None
         try:
-            return CompiledSchemaValidator(self.schema)
+            self._schema_validator = CompiledSchemaValidator(self.schema)
         except InvalidJSONSchema as exc:
             msg = f"stream '{self.stream_name}' has an invalid JSON schema: {exc}"
             raise TargetSQLiteError(msg) from exc
+        return self._schema_validator
 
     @override
-    def process_batch_files(self, encoding: BaseBatchFileEncoding, files: Sequence[str]) -> None:
+    def process_batch_files(self, encoding: BatchFileEncoding, files: Sequence[str]) -> None:
         # The SDK hands records read from BATCH files straight to process_batch, unvalidated;
         # they are held to the same schema as RECORD messages.
         self._validate_batch_files = True
@@ -103,8 +107,7 @@ class SQLiteSink(SQLSink[SQLiteConnector]):
             self._validate_batch_files = False
 
     @override
-    @override
-    def _after_process_record(self, context: dict[str, t.Any]) -> None:
+    def after_record(self, context: dict[str, t.Any]) -> None:
         # The SDK logs the whole context here, and the context holds the pending batch: at
         # DEBUG every record printed every queued record again (output quadratic in the batch
         # size, a gigabyte for a small sync). One short line per record instead.
@@ -112,16 +115,17 @@ class SQLiteSink(SQLSink[SQLiteConnector]):
             "Processed record: %d pending in the batch", len(context.get("records", ()))
         )
 
-    def _validate_and_parse(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
+    @override
+    def validate_record(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
         # Replaces the SDK's version for two reasons: it logs a full traceback for every invalid
         # record, and it parses date-time strings into datetime objects that we would only format
         # back into the same ISO text. Date-times are still checked by the validator.
-        if self._validator is not None:
+        if self._schema_validator is not None:
             try:
-                self._validator.validate(record)
+                self._schema_validator.validate(record)
             except InvalidRecord as exc:
                 if self.fail_on_record_validation_exception:
-                    key = {k: record.get(k) for k in self._key_properties}
+                    key = {k: record.get(k) for k in source_key_properties(self)}
                     msg = (
                         f"record {key} for stream '{self.stream_name}' violates its schema: "
                         f"{exc.error_message}"
@@ -134,7 +138,7 @@ class SQLiteSink(SQLSink[SQLiteConnector]):
     def setup(self) -> None:
         # Upserting needs a key, and a table without one would silently duplicate rows on every
         # replay; refuse before any DDL so the database is left exactly as it was.
-        keys = list(self._key_properties)
+        keys = list(source_key_properties(self))
         if not keys:
             msg = (
                 f"stream '{self.stream_name}' has no key_properties: target-sqlite upserts on "
@@ -187,7 +191,7 @@ class SQLiteSink(SQLSink[SQLiteConnector]):
         records: Iterable[dict[str, t.Any]],
     ) -> int | None:
         if self._validate_batch_files:
-            records = [self._validate_and_parse(record) for record in records]
+            records = [self.validate_record(record) for record in records]
         rows = self._rows(records)
         if not rows:
             return 0

@@ -8,7 +8,6 @@ import logging
 import signal
 import sqlite3
 import sys
-import time
 import typing as t
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabiliti
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.sinks.core import Sink
-from singer_sdk.sql import SQLTarget
 from singer_sdk.target_base import Target
 
 from target_qualys_sqlite import s3, snapshot
@@ -33,6 +31,7 @@ from target_qualys_sqlite.errors import Interrupted, TargetSQLiteError, explain_
 from target_qualys_sqlite.meltano_numbers import numbers_from_strings
 from target_qualys_sqlite.reader import MsgspecSingerReader
 from target_qualys_sqlite.rows import Convert, RowDecoder
+from target_qualys_sqlite.sdk import HookedTarget, queue_record, queue_row
 from target_qualys_sqlite.sink import SQLiteSink
 
 if sys.version_info >= (3, 12):
@@ -45,14 +44,15 @@ if t.TYPE_CHECKING:
 
     from singer_sdk.helpers.capabilities import CapabilitiesEnum
     from singer_sdk.mapper import StreamMap
-    from singer_sdk.plugin_base import _ConfigInput
+
+    from target_qualys_sqlite.sdk import ConfigInput
 
 
 class _UnroutedRecord(msgspec.Struct, tag_field="stream", tag=""):
     """The other member of the RECORD line union when only one stream is decoded directly."""
 
 
-class TargetSQLite(SQLTarget):
+class TargetSQLite(HookedTarget):
     """Loads Singer streams into a SQLite database, upserting on each stream's key properties."""
 
     # The plugin's name in meltano.yml (and so its TARGET_SQLITE_* settings), its logs and
@@ -205,6 +205,7 @@ class TargetSQLite(SQLTarget):
         # _take_record_line.
         self._line_takers: dict[type, tuple[Sink, int, Convert]] = {}
         self._line_decoder: msgspec.json.Decoder[t.Any] | None = None
+        self._sqlite_connector: SQLiteConnector | None = None
 
     @property
     def database(self) -> Path:
@@ -219,11 +220,11 @@ class TargetSQLite(SQLTarget):
     @property
     @override
     def target_connector(self) -> SQLiteConnector:
-        if self._target_connector is None:
-            self._target_connector = SQLiteConnector(
+        if self._sqlite_connector is None:
+            self._sqlite_connector = SQLiteConnector(
                 dict(self.config), database_path=str(self._run_database())
             )
-        return t.cast("SQLiteConnector", self._target_connector)
+        return self._sqlite_connector
 
     def _run_database(self) -> Path:
         """The file this run writes: the database itself, or a fresh partial snapshot."""
@@ -258,15 +259,14 @@ class TargetSQLite(SQLTarget):
     ) -> Sink:
         # The SDK drains a replaced sink only at the next full drain, possibly after the new sink
         # wrote newer versions of the same keys; draining it now keeps upserts in message order.
-        if schema is not None and (existing := self._sinks_active.get(stream_name)):
-            self.drain_one(existing)
+        if schema is not None and self.sink_exists(stream_name):
+            self.drain_one(super().get_sink(stream_name))
         return super().get_sink(
             stream_name, record=record, schema=schema, key_properties=key_properties
         )
 
     @override
-    def _process_schema_message(self, message_dict: dict[str, t.Any]) -> None:
-        super()._process_schema_message(message_dict)
+    def after_schema_message(self) -> None:
         # Sinks and stream maps change only here, so this is where the direct path is re-decided.
         self._direct_sinks = {}
         self._line_takers = {}
@@ -310,10 +310,11 @@ class TargetSQLite(SQLTarget):
             or stream_map.flattening_enabled
         ):
             return None
-        sink = self._sinks_active.get(stream_name)
+        if not self.sink_exists(stream_name):
+            return None
+        sink = self.get_sink(stream_name)
         if (
-            sink is None
-            or sink.include_sdc_metadata_properties
+            sink.include_sdc_metadata_properties
             or type(sink).preprocess_record is not Sink.preprocess_record
             or sink.logger.isEnabledFor(logging.DEBUG)
         ):
@@ -321,29 +322,22 @@ class TargetSQLite(SQLTarget):
         return sink
 
     @override
-    def _process_record_message(self, message_dict: dict[str, t.Any]) -> None:
+    def take_record_message(self, message_dict: dict[str, t.Any]) -> bool:
         # The SDK's generic dispatch (a copy of every record for the stream maps, sink look-ups
         # done twice, config and property reads per record) was the largest per-record cost left
         # besides parsing, validating and inserting (see benchmarks/target_sqlite.py). For a
         # stream where that dispatch is an identity (see _direct_sink) this makes the same sink
         # calls in the same order without the generic parts; anything else takes the SDK's path.
-        # Overriding a private method is tolerable because singer-sdk is pinned <0.55, and
-        # tests/target_sqlite/test_direct_path.py fails if the SDK's version changes shape.
+        # tests/target_sqlite/test_direct_path.py and test_sdk_privates.py fail if the SDK's
+        # version changes shape (see sdk.py).
         direct = self._direct_sinks.get(message_dict.get("stream"))  # type: ignore[arg-type]
         record = message_dict.get("record")
         if direct is None or type(record) is not dict:
-            super()._process_record_message(message_dict)
-            return
+            return False
         sink, max_size = direct
-        context = sink._get_context(record)
-        sink._remove_sdc_metadata_from_record(record)
-        sink._validate_and_parse(record)
-        for key in sink._key_properties:
-            if key not in record:
-                sink._singer_validate_message(record)  # raises the SDK's own error
-        sink.tally_record_read()
-        sink.process_record(record, context)
+        queue_record(sink, record)
         self._record_taken(sink, max_size)
+        return True
 
     def _take_record_line(self, line: bytes | str) -> bool:
         """The direct path for a RECORD line as read: queue its row, or return False.
@@ -352,7 +346,7 @@ class TargetSQLite(SQLTarget):
         checks the record's types; the stream's conversion adds the other checks and makes the
         row. A line it does not accept (another message type or stream, a record it leaves to the
         generic path) returns False and so is parsed as usual and reaches
-        _process_record_message, which loads it or fails with the usual error. The sink calls
+        take_record_message, which loads it or fails with the usual error. The sink calls
         are those of the direct path, minus the ones that are no-ops here (no ``_sdc_*`` columns
         to strip, keys checked by the decoder).
         """
@@ -367,8 +361,7 @@ class TargetSQLite(SQLTarget):
         row = convert(msgspec.structs.astuple(message.record))
         if row is None:
             return False
-        sink.tally_record_read()
-        sink.process_record(row, sink._get_context(row))  # type: ignore[arg-type]
+        queue_row(sink, row)
         self._record_taken(sink, max_size)
         return True
 
@@ -382,31 +375,28 @@ class TargetSQLite(SQLTarget):
                 sink.current_size,
             )
             self.drain_one(sink)
-        if time.time() - self._last_full_drain_at > self._MAX_RECORD_AGE_IN_MINUTES * 60:
-            self._handle_max_record_age()
+        self.drain_if_records_too_old()
 
     @override
-    def _process_state_message(self, message_dict: dict[str, t.Any]) -> None:
+    def after_new_state(self) -> None:
         # The SDK emits STATE only when every sink drains: at the end of the input or after
-        # _MAX_RECORD_AGE_IN_MINUTES. Draining on a new STATE (at most every
+        # its maximum record age. Draining on a new STATE (at most every
         # state_checkpoint_seconds) makes each bookmark durable soon after the tap sends it.
-        previous = self._latest_state
-        super()._process_state_message(message_dict)
-        if self.point_in_time or self._latest_state == previous:
+        if self.point_in_time:
             return
         interval = float(self.config.get("state_checkpoint_seconds", 10))
-        if time.time() - self._last_full_drain_at >= interval:
+        if self.seconds_since_full_drain >= interval:
             self.drain_all()
 
     @override
-    def _write_state_message(self, state: dict[str, t.Any]) -> None:
+    def hold_state(self, state: dict[str, t.Any]) -> bool:
         # In point-in-time mode the data behind a STATE lives in the unpublished snapshot; if the
         # run failed after emitting it, the next run would resume from it against the old latest
         # and skip data. So STATE is held back until the snapshot is published.
         if self.point_in_time and not self._finished:
             self._held_state = state
-            return
-        super()._write_state_message(state)
+            return True
+        return False
 
     @override
     def process_endofpipe(self) -> None:
@@ -427,10 +417,10 @@ class TargetSQLite(SQLTarget):
             self.logger.info("Uploaded %s to %s", published, url)
         self._finished = True
         if self._held_state is not None:
-            self._write_state_message(self._held_state)
+            self.emit_state(self._held_state)
 
     @override
-    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+    def on_termination_signal(self, signum: int, frame: FrameType | None) -> None:
         # The SDK's handler drained every sink and emitted a STATE from inside the handler,
         # wherever the main thread was, then exited 0. A signal means the run did not finish: it
         # must not publish a snapshot, upload, or emit a STATE, and must fail. What was committed
@@ -446,7 +436,7 @@ class TargetSQLite(SQLTarget):
         *,
         about: bool = False,
         about_format: str | None = None,
-        config: _ConfigInput | None = None,
+        config: ConfigInput | None = None,
         file_input: t.IO[str] | None = None,
     ) -> None:
         # Singer records are acyclic JSON data that reference counting frees; the cyclic GC only
