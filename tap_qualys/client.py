@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import gzip
 import logging
 import re
 import sys
@@ -494,13 +493,65 @@ def _reason(response: requests.Response, body: bytes) -> str:
 # --- Gateway streams (JSON, JWT): CSAM and PCRS -------------------------------------------------
 
 #: gzip's magic number: postureInfo with compressionRequired=1 sends gzip, with or without
-#: ``Content-Encoding: gzip`` (§11); with the header, requests has already decoded it.
+#: ``Content-Encoding: gzip`` (§11). The tap reads gateway bodies undecoded and gunzips them
+#: itself (``gunzip_bounded``), so a header does not hand decoding to requests, which has no cap.
 _GZIP_MAGIC = b"\x1f\x8b"
+#: A gzip body may expand to this many times its size, and always to GUNZIP_MIN_LIMIT. JSON,
+#: evidence included, compresses 5 to 50 times; zlib's own maximum is about 1,000: a body
+#: beyond 100 is a decompression bomb, refused before it is held in memory (and postureInfo
+#: calls run in parallel, so each one's share must stay small).
+GUNZIP_MAX_RATIO = 100
+GUNZIP_MIN_LIMIT = 8 * 2**20
+_GUNZIP_CHUNK = 2**20
 #: msgspec keeps integers exact at any size (CSAM software ids exceed 2**53) and is fast on the
 #: multi-megabyte posture bodies.
 _JSON = msgspec.json.Decoder()
 
 T = t.TypeVar("T")
+
+
+def gunzip_bounded(data: bytes) -> bytes:
+    """gzip data decompressed, every member, refused once it expands past its limit.
+
+    Raises ``ValueError`` for data that does not decompress or expands too far.
+    """
+    limit = max(GUNZIP_MIN_LIMIT, GUNZIP_MAX_RATIO * len(data))
+    parts: list[bytes] = []
+    total = 0
+    pending = data
+    while pending:
+        member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            while pending and not member.eof:
+                chunk = member.decompress(pending, _GUNZIP_CHUNK)
+                total += len(chunk)
+                if total > limit:
+                    msg = (
+                        f"gzip body of {len(data):,} bytes would expand past {limit:,} bytes "
+                        f"({GUNZIP_MAX_RATIO} times its size): refused as a decompression bomb"
+                    )
+                    raise ValueError(msg)
+                parts.append(chunk)
+                pending = member.unconsumed_tail
+        except zlib.error as exc:
+            msg = f"gzip body does not decompress: {exc}"
+            raise ValueError(msg) from None
+        if not member.eof:
+            msg = "gzip body does not decompress: it ends before its last block"
+            raise ValueError(msg)
+        pending = member.unused_data
+    return b"".join(parts)
+
+
+def read_gateway_body(response: requests.Response) -> bytes:
+    """A streamed gateway answer's bytes, gzip left as it came (``Content-Encoding`` or not).
+
+    Other encodings, which the gateway is not known to use, are decoded by requests.
+    """
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in {"", "identity", "gzip", "x-gzip"}:
+        return response.content
+    return t.cast("bytes", response.raw.read(decode_content=False))
 
 
 def decode_gateway_body(content: bytes) -> t.Any:
@@ -509,11 +560,7 @@ def decode_gateway_body(content: bytes) -> t.Any:
     Raises ``ValueError`` (``msgspec.DecodeError`` is one) for anything that is not JSON.
     """
     if content.startswith(_GZIP_MAGIC):
-        try:
-            content = gzip.decompress(content)
-        except (OSError, EOFError, zlib.error) as exc:
-            msg = f"gzip body does not decompress: {exc}"
-            raise ValueError(msg) from None
+        content = gunzip_bounded(content)
     try:
         return _JSON.decode(content)
     except RecursionError:
@@ -617,10 +664,11 @@ class QualysGatewayStream(QualysStream[t.Any]):
                     )
                 )
             self.server_date = response.headers.get("Date")
+            body = read_gateway_body(response)
             try:
-                decoded = decode_gateway_body(response.content)
+                decoded = decode_gateway_body(body)
             except ValueError as exc:
-                reason = f"invalid JSON from the gateway ({len(response.content):,} bytes): {exc}"
+                reason = f"invalid JSON from the gateway ({len(body):,} bytes): {exc}"
                 raise FailedAttempt(Verdict(Kind.BACKOFF, reason)) from None
             result = parse(decoded)
             self._pace(gate, response.headers)
@@ -669,7 +717,8 @@ class QualysGatewayStream(QualysStream[t.Any]):
         authenticator = self.authenticator
         for attempt in (1, 2):
             authenticator(request)
-            response = self._session().send(request, timeout=timeout)
+            # Streamed: the body is read by read_gateway_body, undecoded (gzip is bounded there).
+            response = self._session().send(request, timeout=timeout, stream=True)
             if response.status_code != HTTPStatus.UNAUTHORIZED:
                 return response
             authenticator.invalidate(request)

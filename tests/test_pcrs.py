@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import logging
 import sqlite3
@@ -12,6 +13,12 @@ from datetime import datetime, timedelta
 import pytest
 
 from qualys_simulator.testing import SimulatorProcess
+from tap_qualys.client import (
+    GUNZIP_MAX_RATIO,
+    GUNZIP_MIN_LIMIT,
+    decode_gateway_body,
+    gunzip_bounded,
+)
 from tap_qualys.errors import QualysAPIError
 from tap_qualys.naming import snake_case
 from tap_qualys.retries import Kind, classify_gateway_response
@@ -366,3 +373,18 @@ def test_every_gateway_stream_through_a_fault_storm() -> None:
         }
     assert {"drop", "error_200", "http_503", "slow_first_byte"} <= set(injected), injected
     assert sum(injected.values()) >= 10, injected
+
+
+def test_gunzip_bounded_reads_every_member_and_refuses_bombs() -> None:
+    """postureInfo's gzip (§11) decoded with a cap: a bomb is refused before it is in memory."""
+    posture = json.dumps([{"id": n, "status": "Passed", "evidence": "x" * 200} for n in range(500)])
+    packed = gzip.compress(posture.encode())
+    assert 20 < len(posture) / len(packed) < GUNZIP_MAX_RATIO  # repetitive, like real evidence
+    assert decode_gateway_body(packed) == json.loads(posture)
+    # Two gzip members one after the other decode as one body, as gzip.decompress does.
+    assert gunzip_bounded(gzip.compress(b"[1,") + gzip.compress(b"2]")) == b"[1,2]"
+    with pytest.raises(ValueError, match="ends before its last block"):
+        gunzip_bounded(packed[: len(packed) // 2])
+    bomb = gzip.compress(b" " * (GUNZIP_MIN_LIMIT + 2**20) + b"[]", compresslevel=9)
+    with pytest.raises(ValueError, match="decompression bomb"):
+        gunzip_bounded(bomb)
