@@ -658,10 +658,11 @@ class QualysGatewayStream(QualysStream[t.Any]):
             gate.wait()
             response = self._send_authenticated(request, label, timeout or self.timeout)
             if not 200 <= response.status_code < 300:
+                # As the VM API's error bodies (_check_status): at most MAX_ERROR_BODY decoded
+                # bytes, so an error answer cannot be a decompression bomb either.
+                body = response.raw.read(MAX_ERROR_BODY, decode_content=True) or b""
                 raise FailedAttempt(
-                    classify_gateway_response(
-                        response.status_code, response.content, response.headers
-                    )
+                    classify_gateway_response(response.status_code, body, response.headers)
                 )
             self.server_date = response.headers.get("Date")
             body = read_gateway_body(response)
