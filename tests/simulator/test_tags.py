@@ -23,28 +23,40 @@ def fresh() -> Iterator[SimulatorProcess]:
         yield s
 
 
-def search(sim: SimulatorProcess, criteria: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
-           limit: int | None = None, auth: tuple[str, str] | None = None,
-           body: str | None = None) -> requests.Response:
+def search(
+    sim: SimulatorProcess,
+    criteria: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
+    limit: int | None = None,
+    auth: tuple[str, str] | None = None,
+    body: str | None = None,
+) -> requests.Response:
     if body is None:
-        filters = "".join(f'<Criteria field="{f}" operator="{o}">{v}</Criteria>'
-                          for f, o, v in criteria)
+        filters = "".join(
+            f'<Criteria field="{f}" operator="{o}">{v}</Criteria>' for f, o, v in criteria
+        )
         prefs = f"<preferences><limitResults>{limit}</limitResults></preferences>" if limit else ""
         body = f"<ServiceRequest><filters>{filters}</filters>{prefs}</ServiceRequest>"
-    return requests.post(sim.url + PATH, data=body.encode(), timeout=30,
-                         auth=auth or (sim.username, sim.password),
-                         headers={"Content-Type": "text/xml"})
+    return requests.post(
+        sim.url + PATH,
+        data=body.encode(),
+        timeout=30,
+        auth=auth or (sim.username, sim.password),
+        headers={"Content-Type": "text/xml"},
+    )
 
 
 def page(response: requests.Response) -> tuple[etree._Element, list[dict[str, Any]]]:
     root = etree.fromstring(response.content)
-    tags = [{child.tag: child.text for child in tag if child.tag != "children"}
-            for tag in root.iterfind("data/Tag")]
+    tags = [
+        {child.tag: child.text for child in tag if child.tag != "children"}
+        for tag in root.iterfind("data/Tag")
+    ]
     return root, tags
 
 
-def all_pages(sim: SimulatorProcess, limit: int,
-              criteria: list[tuple[str, str, str]] = ()) -> tuple[list[dict[str, Any]], int]:  # type: ignore[assignment]
+def all_pages(
+    sim: SimulatorProcess, limit: int, criteria: list[tuple[str, str, str]] = ()
+) -> tuple[list[dict[str, Any]], int]:  # type: ignore[assignment]
     tags: list[dict[str, Any]] = []
     calls = 0
     last: str | None = None
@@ -106,7 +118,8 @@ def test_filters(sim: SimulatorProcess) -> None:
     assert {t["name"] for t in found} == {"Zones", "Zone: EMEA", "Zone: AMER"}
     _, found = page(search(sim, [("parent", "EQUALS", "7000005")]))
     assert [int(t["id"]) for t in found] == [
-        r["id"] for r in truth if r["parentTagId"] == 7_000_005]
+        r["id"] for r in truth if r["parentTagId"] == 7_000_005
+    ]
     cutoff = sorted(r["modified"] for r in truth)[-3]
     _, found = page(search(sim, [("updated", "GREATER", cutoff)]))
     assert {int(t["id"]) for t in found} == {r["id"] for r in truth if r["modified"] > cutoff}
@@ -114,18 +127,33 @@ def test_filters(sim: SimulatorProcess) -> None:
     assert {t["ruleType"] for t in found} == {"OS_REGEX", "GROOVY"}
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ('<ServiceRequest><filters><Criteria field="owner" operator="EQUALS">x</Criteria>'
-     "</filters></ServiceRequest>", "Unknown field"),
-    ('<ServiceRequest><filters><Criteria field="id" operator="GREATER">abc</Criteria>'
-     "</filters></ServiceRequest>", "Invalid long value"),
-    ('<ServiceRequest><filters><Criteria field="name" operator="GREATER">a</Criteria>'
-     "</filters></ServiceRequest>", "not supported"),
-    ("<ServiceRequest><preferences><limitResults>5000</limitResults></preferences>"
-     "</ServiceRequest>", "limitResults"),
-    ("<ServiceRequest><filters>", "Invalid XML"),
-    ('<!DOCTYPE x [<!ENTITY a "b">]><ServiceRequest/>', "DOCTYPE"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            '<ServiceRequest><filters><Criteria field="owner" operator="EQUALS">x</Criteria>'
+            "</filters></ServiceRequest>",
+            "Unknown field",
+        ),
+        (
+            '<ServiceRequest><filters><Criteria field="id" operator="GREATER">abc</Criteria>'
+            "</filters></ServiceRequest>",
+            "Invalid long value",
+        ),
+        (
+            '<ServiceRequest><filters><Criteria field="name" operator="GREATER">a</Criteria>'
+            "</filters></ServiceRequest>",
+            "not supported",
+        ),
+        (
+            "<ServiceRequest><preferences><limitResults>5000</limitResults></preferences>"
+            "</ServiceRequest>",
+            "limitResults",
+        ),
+        ("<ServiceRequest><filters>", "Invalid XML"),
+        ('<!DOCTYPE x [<!ENTITY a "b">]><ServiceRequest/>', "DOCTYPE"),
+    ],
+)
 def test_invalid_requests(sim: SimulatorProcess, body: str, message: str) -> None:
     response = search(sim, body=body)
     assert response.status_code == 400
@@ -162,11 +190,15 @@ def test_faults_and_injection(fresh: SimulatorProcess) -> None:
     fresh.configure(faults={"http_503": 1.0}, fault_budget={"http_503": 1})
     assert search(fresh).status_code == 503
     assert search(fresh).status_code == 200
-    denied = (b'<?xml version="1.0" encoding="UTF-8"?><ServiceResponse><responseCode>'
-              b"UNAUTHORIZED</responseCode><responseErrorDetails><errorMessage>Not authorized"
-              b"</errorMessage></responseErrorDetails></ServiceResponse>")
-    fresh.admin_post("/admin/inject", {"endpoint": "tag_search", "status": 403,
-                                       "body_b64": base64.b64encode(denied).decode()})
+    denied = (
+        b'<?xml version="1.0" encoding="UTF-8"?><ServiceResponse><responseCode>'
+        b"UNAUTHORIZED</responseCode><responseErrorDetails><errorMessage>Not authorized"
+        b"</errorMessage></responseErrorDetails></ServiceResponse>"
+    )
+    fresh.admin_post(
+        "/admin/inject",
+        {"endpoint": "tag_search", "status": 403, "body_b64": base64.b64encode(denied).decode()},
+    )
     response = search(fresh)
     assert response.status_code == 403
     assert b"UNAUTHORIZED" in response.content
