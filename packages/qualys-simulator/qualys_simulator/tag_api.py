@@ -43,6 +43,7 @@ OPERATORS: dict[str, frozenset[str]] = {
     "parent": frozenset({"EQUALS", "NOT EQUALS", "GREATER", "LESSER", "IN"}),
     "ruleType": frozenset({"EQUALS", "NOT EQUALS", "IN"}),
     "color": frozenset({"EQUALS", "NOT EQUALS", "CONTAINS"}),
+    "provider": frozenset({"EQUALS", "NOT EQUALS", "IN"}),
     "updated": frozenset({"EQUALS", "GREATER", "LESSER"}),
 }
 
@@ -217,7 +218,9 @@ class Criterion:
             return _compare(actual, self.operator, wanted)
         if self.field == "updated":
             return _compare(tag.modified, self.operator, [_date(self.value)])
-        actual_text = {"name": tag.name, "ruleType": tag.rule_type, "color": tag.color}[self.field]
+        # No simulated tag comes from a provider (connector-made tags carry one).
+        actual_text = {"name": tag.name, "ruleType": tag.rule_type, "color": tag.color,
+                       "provider": ""}[self.field]
         if self.operator == "CONTAINS":
             return self.value.strip().lower() in actual_text.lower()
         return _compare(actual_text, self.operator, values)
