@@ -147,7 +147,10 @@ QPS_FATAL_CODES = frozenset(
 #: What to do about each fatal QPS code, appended to Qualys' own errorMessage.
 _QPS_HINTS = {
     "INVALID_CREDENTIALS": "check username and password",
-    "UNAUTHORIZED": "the user needs API access and the Asset Management (tagging) permission",
+    "UNAUTHORIZED": (
+        "the user needs API access and the Asset Management (tagging) permission, "
+        "or deselect the tags stream"
+    ),
 }
 
 

@@ -66,12 +66,26 @@ class TagDef:
 _BY_ID = {t.tag_id: t for t in TAGS}
 
 
-def _host_tag(tag_id: int, parent: int | None, rule_type: str = "STATIC", *,
-              rule_text: str | None = None, criticality: int | None = None,
-              age_days: int = 400) -> tuple[Any, ...]:
+def _host_tag(
+    tag_id: int,
+    parent: int | None,
+    rule_type: str = "STATIC",
+    *,
+    rule_text: str | None = None,
+    criticality: int | None = None,
+    age_days: int = 400,
+) -> tuple[Any, ...]:
     tag = _BY_ID[tag_id]  # the host tags' ids, names and colours stay what hosts show
-    return (tag.tag_id, tag.name, parent, rule_type, rule_text, tag.background_color,
-            criticality, age_days)
+    return (
+        tag.tag_id,
+        tag.name,
+        parent,
+        rule_type,
+        rule_text,
+        tag.background_color,
+        criticality,
+        age_days,
+    )
 
 
 # (id, name, parent, rule type, rule text, colour, criticality, days before the start it was made)
@@ -85,14 +99,25 @@ _TREE: tuple[tuple[Any, ...], ...] = (
     (7_000_011, "Business Unit: Finance", 7_000_001, "STATIC", None, "#607D8B", 4, 850),
     (7_000_021, "Staging", 7_000_002, "NAME_CONTAINS", "stg", "#FFC107", 2, 600),
     (7_000_031, "Owner: Platform Team", 7_000_003, "STATIC", None, "#795548", None, 500),
-    (7_000_041, "PCI: Cardholder Data", 7_100_005, "GROOVY",
-     "if (asset.getAssetType() != Asset.AssetType.HOST) return false;\n"
-     "return asset.hasVulnsWithSeverity(4, 5) && asset.getName().contains(\"pay\");",
-     "#9C27B0", 5, 300),
+    (
+        7_000_041,
+        "PCI: Cardholder Data",
+        7_100_005,
+        "GROOVY",
+        "if (asset.getAssetType() != Asset.AssetType.HOST) return false;\n"
+        'return asset.hasVulnsWithSeverity(4, 5) && asset.getName().contains("pay");',
+        "#9C27B0",
+        5,
+        300,
+    ),
     _host_tag(7_100_001, None, "CLOUD_AGENT", rule_text=None, criticality=None, age_days=1000),
-    _host_tag(7_100_002, 7_000_002, "ASSET_SEARCH",
-              rule_text="operatingSystem.category1:`Windows` or operatingSystem.category1:`Linux`",
-              criticality=4),
+    _host_tag(
+        7_100_002,
+        7_000_002,
+        "ASSET_SEARCH",
+        rule_text="operatingSystem.category1:`Windows` or operatingSystem.category1:`Linux`",
+        criticality=4,
+    ),
     _host_tag(7_100_003, 7_000_005, "OS_REGEX", rule_text="(?i)linux", criticality=3),
     _host_tag(7_100_004, 7_000_005, "OS_REGEX", rule_text="(?i)windows server", criticality=3),
     _host_tag(7_100_005, 7_100_002, "STATIC", rule_text=None, criticality=5),
@@ -135,21 +160,32 @@ class TagTree:
         for tag_id, name, parent, rule_type, rule_text, color, crit, age in _TREE:
             created = start - timedelta(days=age, seconds=mix(seed, 50, tag_id) % 86400)
             modified = created + timedelta(days=mix(seed, 51, tag_id) % max(age // 2, 1))
-            tags[tag_id] = TagDef(tag_id, name, parent, rule_type, rule_text, color, crit,
-                                  created, modified)
+            tags[tag_id] = TagDef(
+                tag_id, name, parent, rule_type, rule_text, color, crit, created, modified
+            )
         for epoch in epochs:
             span = max(int((epoch.end - epoch.start).total_seconds()), 2)
             # One dynamic tag's rule is edited within the advance...
             edited = _EDITABLE[mix(seed, 52, epoch.number) % len(_EDITABLE)]
             when = epoch.start + timedelta(seconds=1 + mix(seed, 53, epoch.number) % (span - 1))
             old = tags[edited]
-            tags[edited] = replace(old, modified=when,
-                                   rule_text=f"{old.rule_text or ''} /* rev {epoch.number} */")
+            tags[edited] = replace(
+                old, modified=when, rule_text=f"{old.rule_text or ''} /* rev {epoch.number} */"
+            )
             # ...and one tag is added under an existing one (R&D projects: four levels deep).
             new_id = NEW_TAG_BASE + epoch.number
             added = epoch.start + timedelta(seconds=1 + mix(seed, 54, epoch.number) % (span - 1))
-            tags[new_id] = TagDef(new_id, f"R&D Project {epoch.number:03d}", 7_100_009,
-                                  "STATIC", None, "#607D8B", None, added, added)
+            tags[new_id] = TagDef(
+                new_id,
+                f"R&D Project {epoch.number:03d}",
+                7_100_009,
+                "STATIC",
+                None,
+                "#607D8B",
+                None,
+                added,
+                added,
+            )
         return [tags[k] for k in sorted(tags)]
 
     def children(self, tag_id: int) -> list[TagDef]:
@@ -159,12 +195,21 @@ class TagTree:
 
 def ground_truth(tree: TagTree) -> Callable[[], Iterator[dict[str, Any]]]:
     """The ground truth of the ``tags`` stream: every tag as a full sync must load it."""
+
     def records() -> Iterator[dict[str, Any]]:
         for tag in tree.tags():
-            yield {"id": tag.id, "name": tag.name, "parentTagId": tag.parent,
-                   "ruleType": tag.rule_type, "ruleText": tag.rule_text, "color": tag.color,
-                   "criticalityScore": tag.criticality, "created": fmt(tag.created),
-                   "modified": fmt(tag.modified)}
+            yield {
+                "id": tag.id,
+                "name": tag.name,
+                "parentTagId": tag.parent,
+                "ruleType": tag.rule_type,
+                "ruleText": tag.rule_text,
+                "color": tag.color,
+                "criticalityScore": tag.criticality,
+                "created": fmt(tag.created),
+                "modified": fmt(tag.modified),
+            }
+
     return records
 
 
@@ -208,8 +253,11 @@ class Criterion:
 
     def matches(self, tag: TagDef) -> bool:
         """Whether ``tag`` passes this criterion."""
-        values = [v.strip() for v in self.value.split(",")] if self.operator == "IN" else [
-            self.value.strip()]
+        values = (
+            [v.strip() for v in self.value.split(",")]
+            if self.operator == "IN"
+            else [self.value.strip()]
+        )
         if self.field in ("id", "parent"):
             actual = tag.id if self.field == "id" else tag.parent
             wanted = [_long(v) for v in values]
@@ -219,8 +267,12 @@ class Criterion:
         if self.field == "updated":
             return _compare(tag.modified, self.operator, [_date(self.value)])
         # No simulated tag comes from a provider (connector-made tags carry one).
-        actual_text = {"name": tag.name, "ruleType": tag.rule_type, "color": tag.color,
-                       "provider": ""}[self.field]
+        actual_text = {
+            "name": tag.name,
+            "ruleType": tag.rule_type,
+            "color": tag.color,
+            "provider": "",
+        }[self.field]
         if self.operator == "CONTAINS":
             return self.value.strip().lower() in actual_text.lower()
         return _compare(actual_text, self.operator, values)
@@ -275,16 +327,20 @@ def parse_request(body: bytes) -> tuple[list[Criterion], int]:
 
 # ---- the answer ---------------------------------------------------------------------------------
 def _head() -> str:
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n<ServiceResponse '
-            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-            f'xsi:noNamespaceSchemaLocation="{XSD}">\n')
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<ServiceResponse '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        f'xsi:noNamespaceSchemaLocation="{XSD}">\n'
+    )
 
 
 def error_body(code: str, message: str) -> bytes:
     """A QPS error document."""
-    return (f"{_head()}  <responseCode>{code}</responseCode>\n  <responseErrorDetails>\n"
-            f"    <errorMessage>{escape(message)}</errorMessage>\n  </responseErrorDetails>\n"
-            "</ServiceResponse>\n").encode()
+    return (
+        f"{_head()}  <responseCode>{code}</responseCode>\n  <responseErrorDetails>\n"
+        f"    <errorMessage>{escape(message)}</errorMessage>\n  </responseErrorDetails>\n"
+        "</ServiceResponse>\n"
+    ).encode()
 
 
 def _text(name: str, value: object) -> str:
@@ -294,15 +350,21 @@ def _text(name: str, value: object) -> str:
 def tag_xml(tag: TagDef, children: list[TagDef]) -> str:
     """One ``<Tag>`` element, its direct children as a TagSimple list."""
     parts = [
-        "    <Tag>", _text("id", tag.id), _text("name", tag.name),
-        _text("parentTagId", tag.parent), _text("created", fmt(tag.created)),
-        _text("modified", fmt(tag.modified)), _text("color", tag.color),
-        _text("ruleType", tag.rule_type), _text("ruleText", tag.rule_text),
+        "    <Tag>",
+        _text("id", tag.id),
+        _text("name", tag.name),
+        _text("parentTagId", tag.parent),
+        _text("created", fmt(tag.created)),
+        _text("modified", fmt(tag.modified)),
+        _text("color", tag.color),
+        _text("ruleType", tag.rule_type),
+        _text("ruleText", tag.rule_text),
         _text("criticalityScore", tag.criticality),
     ]
     if children:
-        simple = "".join(f"<TagSimple><id>{c.id}</id><name>{escape(c.name)}</name></TagSimple>"
-                         for c in children)
+        simple = "".join(
+            f"<TagSimple><id>{c.id}</id><name>{escape(c.name)}</name></TagSimple>" for c in children
+        )
         parts.append(f"<children><list>{simple}</list></children>")
     parts.append("</Tag>\n")
     return "".join(parts)
@@ -311,8 +373,13 @@ def tag_xml(tag: TagDef, children: list[TagDef]) -> str:
 class TagAPI:
     """Answers the tag search: auth, request checks, faults, then one page of tags."""
 
-    def __init__(self, world: World, faults: FaultInjector, stats: Stats,
-                 credentials: Callable[[], tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        world: World,
+        faults: FaultInjector,
+        stats: Stats,
+        credentials: Callable[[], tuple[str, str]],
+    ) -> None:
         self.world = world
         self.faults = faults
         self.stats = stats
@@ -345,14 +412,21 @@ class TagAPI:
         if self.faults.roll("http_503", ENDPOINT):
             self.stats.fault("http_503")
             self.stats.response(ENDPOINT, 503)
-            return Response(503, b"<html><body><h1>503 Service Unavailable</h1></body></html>",
-                            "text/html")
+            return Response(
+                503, b"<html><body><h1>503 Service Unavailable</h1></body></html>", "text/html"
+            )
         if not self._authorized(req):
-            raise QPSError(401, "INVALID_CREDENTIALS",
-                           "Authentication Failure: the user name or password is incorrect")
+            raise QPSError(
+                401,
+                "INVALID_CREDENTIALS",
+                "Authentication Failure: the user name or password is incorrect",
+            )
         if req.method != "POST":
-            raise QPSError(405, "INVALID_REQUEST", f"Method {req.method} is not supported; "
-                           "use POST with a ServiceRequest body")
+            raise QPSError(
+                405,
+                "INVALID_REQUEST",
+                f"Method {req.method} is not supported; use POST with a ServiceRequest body",
+            )
         criteria, limit = parse_request(req.body)
         if self.faults.roll("error_200", ENDPOINT):
             self.stats.fault("error_200")
@@ -361,8 +435,10 @@ class TagAPI:
         page, more = matched[:limit], len(matched) > limit
         self.stats.records(ENDPOINT, len(page))
         self.stats.response(ENDPOINT, 200)
-        head = (f"{_head()}  <responseCode>SUCCESS</responseCode>\n  <count>{len(page)}</count>\n"
-                f"  <hasMoreRecords>{'true' if more else 'false'}</hasMoreRecords>\n")
+        head = (
+            f"{_head()}  <responseCode>SUCCESS</responseCode>\n  <count>{len(page)}</count>\n"
+            f"  <hasMoreRecords>{'true' if more else 'false'}</hasMoreRecords>\n"
+        )
         if more:
             head += f"  <lastId>{page[-1].id}</lastId>\n"
         pieces = [head, "  <data>\n" if page else "  <data/>\n"]
