@@ -182,3 +182,25 @@ def test_transient_errors_are_retried(world: SimulatorProcess) -> None:
     records, _ = run_tap(tap_config(world), streams=["tags"])
     assert keyed(records["tags"], "id") == truth(world)
     assert tag_calls(world) == 4  # INTERNAL_ERROR, 503, dropped body, then the good page
+
+
+def test_hostile_and_broken_pages(world: SimulatorProcess) -> None:
+    """An entity-declaring DTD is refused unparsed; a page cut short is fetched again."""
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;">]>'
+        b"<ServiceResponse><responseCode>SUCCESS</responseCode><data><Tag><id>1</id>"
+        b"<name>&b;</name></Tag></data></ServiceResponse>"
+    )
+    inject(world, "tag_search", bomb, 1, content_type="application/xml")
+    with pytest.raises(QualysAPIError, match="internal DTD subset"):
+        run_tap(tap_config(world), streams=["tags"])
+    page = world.admin_get("/admin/stats")  # the refusal was not retried
+    assert page["requests"]["tag_search"] == 1
+    cut = (
+        b'<?xml version="1.0"?><ServiceResponse><responseCode>SUCCESS</responseCode>'
+        b"<count>1</count><hasMoreRecords>false</hasMoreRecords><data><Tag><id>1</id>"
+    )
+    inject(world, "tag_search", cut, 1, content_type="application/xml")
+    records, _ = run_tap(tap_config(world), streams=["tags"])
+    assert keyed(records["tags"], "id") == truth(world)
+    assert tag_calls(world) == 3
