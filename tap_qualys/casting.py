@@ -457,17 +457,26 @@ def _field(tag: str, key: str, schema: Mapping[str, Any], where: str) -> Field:
     return Field(key, Kind.SCALAR, cast=_scalar_caster(schema, where))
 
 
-def compile_schema(schema: Mapping[str, Any], name: str) -> ObjectSpec:
+def camel_case(key: str) -> str:
+    """The QPS element of a property: ``parent_tag_id`` -> ``parentTagId``."""
+    first, *rest = key.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+def compile_schema(
+    schema: Mapping[str, Any], name: str, element_name: Callable[[str], str] = str.upper
+) -> ObjectSpec:
     """Compile a JSON object schema into the element table used by the XML walker.
 
     Property ``foo_bar`` reads element ``FOO_BAR`` (plus ``ALIASES``); properties that no element
     feeds (attribute siblings such as ``qds_severity``, injected parent keys) only appear in the
-    template.
+    template. The QPS APIs spell their elements in camelCase: they pass ``camel_case`` as
+    ``element_name`` (top-level properties only; their records are flat).
     """
     properties: Mapping[str, Any] = schema.get("properties", {})
     fields: dict[str, Field] = {}
     for key, prop in properties.items():
-        tag = key.upper()
+        tag = element_name(key)
         fields[tag] = _field(tag, key, prop, f"{name}.{key}")
     for alias, key in ALIASES.items():
         if key in properties:
@@ -489,7 +498,7 @@ def compile_schema(schema: Mapping[str, Any], name: str) -> ObjectSpec:
     )
 
 
-def load_stream_spec(stream: str) -> ObjectSpec:
+def load_stream_spec(stream: str, element_name: Callable[[str], str] = str.upper) -> ObjectSpec:
     """Compile ``tap_qualys/schemas/<stream>.json``: the same file the stream declares."""
     text = resources.files("tap_qualys.schemas").joinpath(f"{stream}.json").read_text("utf-8")
-    return compile_schema(json.loads(text), stream)
+    return compile_schema(json.loads(text), stream, element_name)

@@ -95,6 +95,9 @@ class FetchedPage:
     max_key: int | None = None
     #: Fields the parser cut at its size limit (``qualys_xml.MAX_TEXT_BYTES``).
     cut_fields: int = 0
+    #: QPS paging (the tag API): more records after ``last_id``.
+    has_more_records: bool = False
+    last_id: int | None = None
 
 
 class StalledPages:
@@ -407,6 +410,8 @@ class QualysVMStream(EncodedRecordStream, QualysStream[int | None]):
             # Records come in ascending key order: the last one holds the highest key.
             max_key=record.get(self.paging_key) if record is not None else None,
             cut_fields=page.cut_fields,
+            has_more_records=page.has_more_records,
+            last_id=page.last_id,
         )
         # Pause outside the slot, so a parallel call is not held up by our pacing.
         if pause := pacing_delay(response.headers):

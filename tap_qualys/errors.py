@@ -43,6 +43,15 @@ class SimpleReturnError(QualysResponseError):
         super().__init__(f"Qualys SIMPLE_RETURN (code {code}): {text}")
 
 
+class QPSResponseError(QualysResponseError):
+    """A QPS ``ServiceResponse`` whose ``responseCode`` is not SUCCESS (e.g. INVALID_REQUEST)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"Qualys QPS {code}: {message}")
+
+
 class CastError(ValueError):
     """Text that does not fit its schema type. ``qualys_xml`` adds the element name."""
 

@@ -41,6 +41,7 @@ from tap_qualys.casting import (
     Field,
     Kind,
     ObjectSpec,
+    camel_case,
     load_stream_spec,
     parse_utc,
     to_datetime,
@@ -49,6 +50,7 @@ from tap_qualys.casting import (
 )
 from tap_qualys.errors import (
     CastError,
+    QPSResponseError,
     QualysResponseError,
     QualysTruncatedResponseError,
     QualysXMLError,
@@ -60,7 +62,9 @@ __all__ = [
     "parse_host_list",
     "parse_host_list_detection",
     "parse_knowledge_base",
+    "parse_qps_error",
     "parse_simple_return",
+    "parse_tags",
 ]
 
 logger = logging.getLogger(__name__)
@@ -600,6 +604,9 @@ class _Layout:
     root: str
     record: str  # the element that becomes one record
     per_host: bool  # Host List Detection: records are DETECTIONs, keyed by their HOST's ID
+    #: A QPS ServiceResponse (camelCase elements, responseCode, hasMoreRecords/lastId paging)
+    #: instead of a VM API document with a RESPONSE element.
+    qps: bool = False
 
 
 class XMLPage(Iterator[Record]):
@@ -624,6 +631,10 @@ class XMLPage(Iterator[Record]):
         self.warning_code: int | None = None
         self.warning_text: str | None = None
         self.response_datetime: datetime | None = None
+        #: QPS paging: ``hasMoreRecords`` and ``lastId`` (the next page is ``id GREATER`` it).
+        self.has_more_records = False
+        self.last_id: int | None = None
+        self._qps: dict[str, str] = {}
         #: RESULTS fields cut at MAX_TEXT_BYTES in this page (each logged with its host and QID).
         self.cut_fields = 0
         self._layout = layout
@@ -684,9 +695,12 @@ class XMLPage(Iterator[Record]):
 
     def _stream(self, chunks: Iterator[bytes]) -> Iterator[Record]:
         layout = self._layout
-        spec = _spec(layout.stream)
+        spec = _qps_spec(layout.stream) if layout.qps else _spec(layout.stream)
         record_tag = layout.record
         tags = [record_tag, "DATETIME", "WARNING", "RESPONSE", layout.root]
+        qps = layout.qps
+        if qps:
+            tags = [record_tag, *_QPS_ELEMENTS, layout.root]
         # Host List Detection: the HOST block's fields that detections carry as host_<field>
         # (OS_CPE is in no other answer; TAGS only when show_tags=1 was sent).
         host_fields: dict[str, Field] = {}
@@ -740,7 +754,15 @@ class XMLPage(Iterator[Record]):
                         raise self._malformed(errors[0].message, errors[0].line, previous + last)
                 for _, element in parser.read_events():
                     tag = element.tag
+                    if qps and tag in _QPS_ELEMENTS:
+                        self._qps_element(element)
+                        continue
                     if tag == record_tag:
+                        if qps:
+                            parent = element.getparent()
+                            if parent is None or parent.tag != "data":
+                                continue
+                            self._check_qps_success()
                         record = _convert(element, spec)
                         if per_host:
                             if host_id is None:
@@ -796,6 +818,9 @@ class XMLPage(Iterator[Record]):
             raise self._truncated(previous + last, str(exc)) from None
         if not complete:
             raise self._truncated(previous + last, "the body ended before the root element did")
+        if layout.qps:
+            self._check_qps_success()
+            return
         if not seen_response:
             msg = f"<{layout.root}> without a <RESPONSE> element"
             raise QualysXMLError(msg)
@@ -822,6 +847,33 @@ class XMLPage(Iterator[Record]):
             msg = f"<HOST>/<ID> is not an integer: {_preview(value)}"
             raise QualysXMLError(msg)
         return int(value)
+
+    def _qps_element(self, element: etree._Element) -> None:
+        """responseCode, count, hasMoreRecords, lastId, errorMessage of a ServiceResponse."""
+        parent = element.getparent()
+        expected = "responseErrorDetails" if element.tag == "errorMessage" else "ServiceResponse"
+        if parent is None or parent.tag != expected:
+            return
+        text = (element.text or "").strip()
+        self._qps[str(element.tag)] = text
+        if element.tag == "hasMoreRecords":
+            if text not in ("true", "false"):
+                msg = f"<hasMoreRecords> is not true or false: {_preview(text)}"
+                raise QualysXMLError(msg)
+            self.has_more_records = text == "true"
+        elif element.tag == "lastId":
+            if not (text.isdigit() and text.isascii()):
+                msg = f"<lastId> is not an integer: {_preview(text)}"
+                raise QualysXMLError(msg)
+            self.last_id = int(text)
+
+    def _check_qps_success(self) -> None:
+        code = self._qps.get("responseCode")
+        if code is None:
+            msg = "<ServiceResponse> without a <responseCode> before its data"
+            raise QualysXMLError(msg)
+        if code != "SUCCESS":
+            raise QPSResponseError(code, self._qps.get("errorMessage") or "no errorMessage")
 
     def _response_element(self, element: etree._Element) -> None:
         parent = element.getparent()
@@ -905,6 +957,36 @@ def _is_fatal(entry: etree._LogEntry) -> bool:
 @cache
 def _spec(stream: str) -> ObjectSpec:
     return load_stream_spec(stream)
+
+
+@cache
+def _qps_spec(stream: str) -> ObjectSpec:
+    return load_stream_spec(stream, camel_case)
+
+
+#: The ServiceResponse elements a QPS page reads besides its records.
+_QPS_ELEMENTS: Final = ("responseCode", "count", "hasMoreRecords", "lastId", "errorMessage")
+
+
+def parse_tags(chunks: Iterable[bytes]) -> XMLPage:
+    """One record per ``data/Tag`` of a QPS tag search; ``has_more_records`` and ``last_id``
+    say where the next page starts. A non-SUCCESS responseCode raises ``QPSResponseError``."""
+    return XMLPage(chunks, _Layout("tags", "ServiceResponse", "Tag", False, qps=True))
+
+
+def parse_qps_error(body: bytes) -> QPSResponseError | None:
+    """The error a QPS ServiceResponse body describes; None if it is not one (or says SUCCESS)."""
+    try:
+        if _scan_prolog(body, final=True) != "ServiceResponse":
+            return None
+        root = etree.fromstring(body, _safe_parser())
+    except (QualysXMLError, etree.XMLSyntaxError):
+        return None
+    code = (root.findtext("responseCode") or "").strip()
+    if not code or code == "SUCCESS":
+        return None
+    message = (root.findtext("responseErrorDetails/errorMessage") or "").strip()
+    return QPSResponseError(code, message or "no errorMessage")
 
 
 def parse_knowledge_base(chunks: Iterable[bytes]) -> XMLPage:

@@ -23,7 +23,12 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3.exceptions
 
-from tap_qualys.errors import QualysAPIError, QualysResponseError, QualysTruncatedResponseError
+from tap_qualys.errors import (
+    QPSResponseError,
+    QualysAPIError,
+    QualysResponseError,
+    QualysTruncatedResponseError,
+)
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -128,6 +133,52 @@ def classify_response(
     return Verdict(Kind.FATAL, reason)
 
 
+#: QPS responseCodes that a person has to act on: the same request fails the same way again.
+QPS_FATAL_CODES = frozenset(
+    {
+        "INVALID_CREDENTIALS",
+        "UNAUTHORIZED",
+        "INVALID_REQUEST",
+        "NOT_FOUND",
+        "OBJECT_NOT_FOUND",
+        "OPERATION_NOT_SUPPORTED",
+    }
+)
+#: What to do about each fatal QPS code, appended to Qualys' own errorMessage.
+_QPS_HINTS = {
+    "INVALID_CREDENTIALS": "check username and password",
+    "UNAUTHORIZED": (
+        "the user needs API access and the Asset Management (tagging) permission, "
+        "or deselect the tags stream"
+    ),
+}
+
+
+def classify_qps(
+    status: int, code: str | None, message: str, headers: Mapping[str, str]
+) -> Verdict:
+    """Classify a failed QPS answer (a ServiceResponse whose responseCode is not SUCCESS).
+
+    Credentials, permissions and request errors (and HTTP 400-405) are fatal at once, with what
+    to change; 429 waits as Qualys says; anything else (INTERNAL_ERROR, 5xx, an error code in
+    an HTTP 200) is a server-side failure retried with backoff.
+    """
+    reason = f"HTTP {status}" + (f" {code}" if code else "") + f": {message}"
+    if code == "INVALID_CREDENTIALS" or (code is None and status == 401):
+        code = "INVALID_CREDENTIALS"
+    hint = _QPS_HINTS.get(code or "")
+    if hint:
+        reason += f" ({hint})"
+    if code in QPS_FATAL_CODES or status in (400, 401, 403, 404, 405):
+        return Verdict(Kind.FATAL, reason)
+    if status == 429:
+        wait = _to_float(headers.get("X-RateLimit-ToWait-Sec")) or _to_float(
+            headers.get("Retry-After")
+        )
+        return Verdict(Kind.RATE_LIMIT, reason, wait) if wait else Verdict(Kind.BACKOFF, reason)
+    return Verdict(Kind.BACKOFF, reason, _to_float(headers.get("Retry-After")))
+
+
 #: Exceptions that mean the connection or the body broke part-way: re-send the whole request.
 TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
     requests.exceptions.ConnectionError,
@@ -169,10 +220,11 @@ def classify_exception(exc: BaseException) -> Verdict | None:
         return _unreachable(exc) or Verdict(
             Kind.BACKOFF, f"{type(exc).__name__}: {_first_line(exc)}"
         )
-    if isinstance(exc, QualysResponseError):
-        # Malformed XML: the same request would bring the same document again.
-        return Verdict(Kind.FATAL, _first_line(exc))
-    return None
+    if isinstance(exc, QPSResponseError):
+        # An error ServiceResponse inside an HTTP 200 (e.g. INTERNAL_ERROR).
+        return classify_qps(200, exc.code, exc.message, {})
+    # Malformed XML: the same request would bring the same document again.
+    return Verdict(Kind.FATAL, _first_line(exc)) if isinstance(exc, QualysResponseError) else None
 
 
 def _refused_verdict(exc: requests.RequestException) -> Verdict:

@@ -16,7 +16,7 @@ from tap_qualys.emit import SignalsTap, SingerWriter
 from tap_qualys.errors import CastError, PlatformError, QualysAPIError, StateError
 from tap_qualys.meltano_numbers import numbers_from_strings
 from tap_qualys.platforms import PLATFORMS, resolve_urls
-from tap_qualys.streams import csam, pcrs, vm
+from tap_qualys.streams import csam, pcrs, tags, vm
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -25,6 +25,9 @@ else:
 
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
+
+#: A tag in tag_set_include/exclude: its id, or its name.
+TAG_ID_OR_NAME = th.CustomType({"type": ["integer", "string"]})
 
 # --- Connection ---------------------------------------------------------------------------------
 CONNECTION_SETTINGS = [
@@ -270,15 +273,37 @@ VM_SETTINGS = [
     ),
     th.Property(
         "tag_set_include",
-        th.ArrayType(th.IntegerType),
+        th.ArrayType(TAG_ID_OR_NAME),
         title="Include tags",
-        description="Only hosts with any of these asset tag ids (sends use_tags=1).",
+        description=(
+            "Only hosts with any of these asset tags: ids or names (sends use_tags=1). Names "
+            "are resolved to ids once per run through the tag API."
+        ),
     ),
     th.Property(
         "tag_set_exclude",
-        th.ArrayType(th.IntegerType),
+        th.ArrayType(TAG_ID_OR_NAME),
         title="Exclude tags",
-        description="Leave out hosts with any of these asset tag ids (sends use_tags=1).",
+        description=(
+            "Leave out hosts with any of these asset tags: ids or names (sends use_tags=1)."
+        ),
+    ),
+    th.Property(
+        "tag_include_children",
+        th.BooleanType,
+        default=False,
+        title="Include child tags",
+        description=(
+            "Also include (or exclude) every descendant of each tag in tag_set_include and "
+            "tag_set_exclude, read from the tag API."
+        ),
+    ),
+    th.Property(
+        "tags_page_size",
+        th.IntegerType(minimum=1, maximum=tags.MAX_PAGE_SIZE),
+        default=tags.MAX_PAGE_SIZE,
+        title="Tags page size",
+        description="Tags per tag API page (limitResults; Qualys allows at most 1000).",
     ),
     th.Property(
         "host_batch_size",
@@ -339,6 +364,7 @@ STREAM_TYPES: list[type[Stream]] = [
     vm.KnowledgeBaseStream,
     vm.HostsStream,
     vm.HostDetectionsStream,
+    tags.TagsStream,
 ]
 
 # --- CSAM and Policy Compliance (gateway) -------------------------------------------------------
@@ -522,7 +548,13 @@ class TapQualys(SignalsTap, Tap):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        return [stream_type(tap=self) for stream_type in STREAM_TYPES]
+        streams = [stream_type(tap=self) for stream_type in STREAM_TYPES]
+        # Tag names in tag_set_include/exclude are resolved through the tags stream's API.
+        source = next(s for s in streams if isinstance(s, tags.TagsStream))
+        for stream in streams:
+            if isinstance(stream, (vm.HostsStream, vm.HostDetectionsStream)):
+                stream.tag_source = source
+        return streams
 
 
 def _readable(path: str) -> bool:

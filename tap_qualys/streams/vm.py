@@ -18,6 +18,7 @@ from tap_qualys.casting import format_utc, parse_utc
 from tap_qualys.client import CHUNK_SIZE, FetchedPage, QualysVMStream, TruncationPaginator
 from tap_qualys.concurrency import ConcurrencyLimit, OrderedPipeline
 from tap_qualys.emit import EncodedRecord, record_line_parts
+from tap_qualys.streams.tags import TagsStream, tag_filters
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -131,6 +132,8 @@ class HostsStream(QualysVMStream):
 
     #: The state key of the bookmark described above.
     bookmark_key = "vm_processed_after"
+    #: Resolves tag names in tag_set_include/exclude (set by the tap at discovery).
+    tag_source: TagsStream | None = None
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Start with no pending batch of host ids."""
@@ -163,7 +166,7 @@ class HostsStream(QualysVMStream):
             "vm_processed_after": self.processed_after(),
             "id_min": config.get("id_min"),
             "id_max": config.get("id_max"),
-            **tag_filters(config),
+            **tag_filters(config, self.tag_source),
         }
 
     def processed_after(self) -> str | None:
@@ -272,6 +275,8 @@ class HostDetectionsStream(QualysVMStream):
     primary_keys = ("host_id", "unique_vuln_id")
     paging_key = "host_id"
     schema = StreamSchema(SCHEMAS)
+    #: Resolves tag names in tag_set_include/exclude (set by the tap at discovery).
+    tag_source: TagsStream | None = None
     sync_mode = ""
     sync_note = (
         "the detections of the hosts stream's window, all statuses, host_batch_size hosts"
@@ -332,7 +337,7 @@ class HostDetectionsStream(QualysVMStream):
             ),
             "show_arf_data": _flag(config.get("show_arf_data", True)),
             "mitre_attack_details": _flag(config.get("mitre_attack_details", True)),
-            **tag_filters(config),
+            **tag_filters(config, self.tag_source),
         }
         if context and "host_batch" in context:
             params["ids"] = ",".join(str(i) for i in self._batches[context["host_batch"]])
@@ -515,17 +520,3 @@ def _with_id_min(
     params.append(("id_min", str(id_min)))
     follow.prepare_body(urlencode(params), None)
     return follow
-
-
-def tag_filters(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-    """Asset tag filters (Host List and Host List Detection take the same ones)."""
-    include = config.get("tag_set_include") or []
-    exclude = config.get("tag_set_exclude") or []
-    if not include and not exclude:
-        return {}
-    return {
-        "use_tags": 1,
-        "tag_set_by": "id",
-        "tag_set_include": ",".join(str(i) for i in include) or None,
-        "tag_set_exclude": ",".join(str(i) for i in exclude) or None,
-    }

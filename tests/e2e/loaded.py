@@ -32,6 +32,7 @@ STREAMS: dict[str, tuple[str, ...]] = {
     "pcrs_policies": ("id",),
     "pcrs_policy_host_ids": ("policyId", "hostId"),
     "pcrs_posture_info": ("id",),
+    "tags": ("id",),
 }
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")

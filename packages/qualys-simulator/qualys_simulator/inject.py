@@ -10,7 +10,7 @@ entity expansion, invalid UTF-8, a proxy's HTML login page, a JWT endpoint witho
 
 - ``endpoint``: the endpoint name used by ``/admin/stats`` (``knowledge_base``, ``host_list``,
   ``host_detection``, ``auth``, ``csam_search``, ``pcrs_policy_list``, ``pcrs_hostids``,
-  ``pcrs_posture_info``, ...).
+  ``pcrs_posture_info``, ``tag_search``, ...).
 - ``status`` (200), ``content_type`` (``text/xml; charset=UTF-8``), ``headers`` ({}),
   ``times`` (1; how many answers in a row get the payload).
 - The body is ``body_b64`` + ``repeat_b64`` x ``repeat_count`` + ``tail_b64`` (all optional,
@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from qualys_simulator import gateway
+from qualys_simulator import gateway, tag_api
 from qualys_simulator.faults import Stats
 from qualys_simulator.http import Response
 from qualys_simulator.vm_api import VMAPI
@@ -43,6 +43,7 @@ _GATEWAY_ENDPOINTS = {
     **dict.fromkeys(gateway.PCRS_POLICY_LIST, "pcrs_policy_list"),
     **dict.fromkeys(gateway.PCRS_HOST_IDS, "pcrs_hostids"),
     **dict.fromkeys(gateway.PCRS_POSTURE, gateway.PCRS_POSTURE_NAME),
+    tag_api.PATH: tag_api.ENDPOINT,
 }
 # The VM API's stats names (vm_api's routing table is private to it).
 _VM_ENDPOINTS = ("knowledge_base", "host_list", "host_detection", "session", "portal_version",

@@ -22,6 +22,7 @@ from qualys_simulator.faults import DropConnection, FaultInjector, Limits, Stats
 from qualys_simulator.http import Request, Response
 from qualys_simulator.inject import Injector
 from qualys_simulator.model import fmt
+from qualys_simulator.tag_api import TagAPI
 from qualys_simulator.vm_api import VMAPI, VMConfig
 from qualys_simulator.world import World
 
@@ -72,18 +73,24 @@ class SimulatorApp:
         self.stats = stats
         self.vm_config = vm_config
         self.vm = VMAPI(world, faults, limits, stats, vm_config)
+        # The tag API (QPS) takes the VM API's Basic credentials, as Qualys does.
+        self.tags = TagAPI(world, faults, stats,
+                           lambda: (vm_config.username, vm_config.password))
         self.gateway = gateway
         self.log_requests = log_requests
         self.injector = Injector(stats)  # crafted answers for tests: POST /admin/inject
 
     def handle(self, req: Request) -> Response:
-        """Answer one request: admin, an injected answer, the VM API, the gateway, else 404."""
+        """Answer one request: admin, an injected answer, the VM API, the tag API, the gateway,
+        else 404."""
         if req.path.startswith("/admin/"):
             return self.admin(req)
         injected = self.injector.answer(req.path)
         if injected is not None:
             return injected
         response = self.vm.handle(req)
+        if response is None:
+            response = self.tags.handle(req)
         if response is None and self.gateway is not None and req.path.startswith(GATEWAY_PREFIXES):
             response = self.gateway.handle(req)
         if response is None:
