@@ -17,9 +17,17 @@
   {%- endif -%}
 {%- endmacro -%}
 
+{#- Seconds from start to end, exactly (julianday() differences are floats: a whole number of
+    days could floor to one less). -#}
+{%- macro seconds_between(start, end) -%}
+  {%- if is_sqlite() -%} (cast(strftime('%s', {{ end }}) as integer) - cast(strftime('%s', {{ start }}) as integer))
+  {%- else -%} extract(epoch from ({{ end }} - {{ start }}))
+  {%- endif -%}
+{%- endmacro -%}
+
 {#- Days from start to end, fractional. -#}
 {%- macro days_between(start, end) -%}
-  {%- if is_sqlite() -%} (julianday({{ end }}) - julianday({{ start }}))
+  {%- if is_sqlite() -%} ({{ seconds_between(start, end) }} / 86400.0)
   {%- else -%} (extract(epoch from ({{ end }} - {{ start }})) / 86400.0)
   {%- endif -%}
 {%- endmacro -%}
@@ -105,7 +113,7 @@
 
 {#- Whole days from start to end (floor): what "N days old" means. -#}
 {%- macro whole_days(start, end) -%}
-  {%- if is_sqlite() -%} cast(floor(julianday({{ end }}) - julianday({{ start }})) as integer)
+  {%- if is_sqlite() -%} cast(floor({{ seconds_between(start, end) }} / 86400.0) as integer)
   {%- else -%} cast(floor(extract(epoch from ({{ end }} - {{ start }})) / 86400.0) as integer)
   {%- endif -%}
 {%- endmacro -%}
