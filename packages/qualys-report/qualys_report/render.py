@@ -206,7 +206,7 @@ def remediation_chart(rows: list[Row]) -> str:
     width, height, left, bottom, top_pad = 640, 250, 44, 34, 12
     plot_w, plot_h = width - left - 8, height - bottom - top_pad
     group_w = plot_w / len(months)
-    bar_w = min(26.0, group_w * 0.8 / len(severities))
+    bar_w = min(44.0, group_w * 0.8 / len(severities))
     parts = []
     for tick in range(6):
         value = axis_max * tick / 5
@@ -236,7 +236,7 @@ def remediation_chart(rows: list[Row]) -> str:
             if len(months) <= 3:
                 parts.append(
                     f'<text x="{x + bar_w / 2:.1f}" y="{top_pad + plot_h - bar_h - 5:.1f}" '
-                    f'text-anchor="middle" fill="{TEXT}" font-size="12">{_fmt(median)}</text>'
+                    f'text-anchor="middle" fill="{TEXT}" font-size="12">{median:.0f}</text>'
                 )
         parts.append(
             f'<text x="{centre:.1f}" y="{height - 12}" text-anchor="middle" fill="{MUTED}" '
@@ -458,7 +458,7 @@ def kpis(marts: Marts) -> str:
                 ),
                 _kpi(
                     "Mean time to fix",
-                    f"{_fmt(round(mean_days, 1))}<small> d</small>",
+                    f"{mean_days:.0f}<small> days</small>",
                     f"{fixed:,} fixed",
                     "#3e63dd",
                     "mttr",
