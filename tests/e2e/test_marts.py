@@ -113,7 +113,8 @@ def job_env(session: MeltanoSession, sim: SimulatorProcess, workdir: Path) -> di
         TAP_QUALYS_GATEWAY_URL=sim.url,
         TAP_QUALYS_TRUNCATION_LIMIT="25",
         TAP_QUALYS_HOST_BATCH_SIZE="20",
-        QUALYS_REPORT_OUTPUT=str(workdir / "report.html"),
+        QUALYS_REPORT_SQLITE_OUTPUT=str(workdir / "report.html"),
+        QUALYS_REPORT_POSTGRES_OUTPUT=str(workdir / "report.html"),
     )
     for plugin in ("DBT_SQLITE", "DBT_POSTGRES"):
         env[f"{plugin}_TARGET_PATH"] = str(workdir / plugin.lower() / "target")

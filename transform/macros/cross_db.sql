@@ -4,10 +4,12 @@
 
 {%- macro is_sqlite() -%}{{ return(target.type == 'sqlite') }}{%- endmacro -%}
 
-{#- A timestamp column as a comparable timestamp (SQLite: 'YYYY-MM-DD HH:MM:SS' text in UTC). -#}
+{#- A timestamp column as a UTC timestamp without time zone (SQLite: 'YYYY-MM-DD HH:MM:SS' text).
+    On Postgres the column may be timestamptz (scripts/postgres_types.sql), timestamp or text: each
+    goes through timestamptz, so the session's TimeZone cannot shift it. -#}
 {%- macro to_timestamp(column) -%}
   {%- if is_sqlite() -%} datetime({{ column }})
-  {%- else -%} cast({{ column }} as timestamp)
+  {%- else -%} (cast({{ column }} as timestamptz) at time zone 'UTC')
   {%- endif -%}
 {%- endmacro -%}
 

@@ -10,15 +10,31 @@ from pathlib import Path
 from qualys_report import data, render
 
 
+def dsn_from_environment() -> str:
+    """The connection dbt-postgres uses (transform/profiles/postgres/profiles.yml), as a DSN."""
+    parts = {
+        "host": ("DBT_POSTGRES_HOST", "TARGET_POSTGRES_HOST", "localhost"),
+        "port": ("DBT_POSTGRES_PORT", "TARGET_POSTGRES_PORT", "5432"),
+        "user": ("DBT_POSTGRES_USER", "TARGET_POSTGRES_USER", "postgres"),
+        "password": ("DBT_POSTGRES_PASSWORD", "TARGET_POSTGRES_PASSWORD", ""),
+        "dbname": ("DBT_POSTGRES_DBNAME", "TARGET_POSTGRES_DATABASE", "qualys"),
+    }
+    values = {
+        key: os.environ.get(dbt) or os.environ.get(target) or default
+        for key, (dbt, target, default) in parts.items()
+    }
+    # libpq quoting: single quotes around each value, backslash before ' and \.
+    return " ".join(
+        f"{key}='{value.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
+        for key, value in values.items()
+        if value
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="qualys-report",
         description="Write a self-contained HTML report from tap-qualys' dbt marts.",
-    )
-    parser.add_argument(
-        "--output",
-        default=os.environ.get("QUALYS_REPORT_OUTPUT", "output/report.html"),
-        help="the HTML file to write (QUALYS_REPORT_OUTPUT; default output/report.html)",
     )
     sources = parser.add_subparsers(dest="source", required=True)
     sqlite = sources.add_parser("sqlite", help="read the marts from a SQLite file")
@@ -27,16 +43,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("QUALYS_REPORT_SQLITE_DATABASE", "output/qualys.db"),
         help="(QUALYS_REPORT_SQLITE_DATABASE; default output/qualys.db)",
     )
+    sqlite.add_argument(
+        "--output",
+        default=os.environ.get("QUALYS_REPORT_SQLITE_OUTPUT", "output/report.html"),
+        help="the HTML file to write (QUALYS_REPORT_SQLITE_OUTPUT; default output/report.html)",
+    )
     postgres = sources.add_parser("postgres", help="read the marts from PostgreSQL")
     postgres.add_argument(
         "--dsn",
-        default=os.environ.get("QUALYS_REPORT_POSTGRES_DSN", "dbname=qualys"),
-        help="libpq connection string (QUALYS_REPORT_POSTGRES_DSN)",
+        default=os.environ.get("QUALYS_REPORT_POSTGRES_DSN") or dsn_from_environment(),
+        help="libpq connection string (QUALYS_REPORT_POSTGRES_DSN; default: dbt-postgres' "
+        "connection, DBT_POSTGRES_* else TARGET_POSTGRES_*)",
     )
     postgres.add_argument(
         "--schema",
-        default=os.environ.get("QUALYS_REPORT_POSTGRES_SCHEMA", "analytics"),
+        default=os.environ.get("QUALYS_REPORT_POSTGRES_SCHEMA")
+        or os.environ.get("DBT_POSTGRES_SCHEMA", "analytics"),
         help="the marts' schema (QUALYS_REPORT_POSTGRES_SCHEMA; default analytics)",
+    )
+    # Its own file: the SQLite and the Postgres jobs may run at the same time.
+    postgres.add_argument(
+        "--output",
+        default=os.environ.get("QUALYS_REPORT_POSTGRES_OUTPUT", "output/report-postgres.html"),
+        help="the HTML file to write (QUALYS_REPORT_POSTGRES_OUTPUT; "
+        "default output/report-postgres.html)",
     )
     return parser.parse_args(argv)
 
