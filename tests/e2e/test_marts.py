@@ -669,3 +669,61 @@ def test_report_renders_the_marts_in_chromium(sqlite_built: Built) -> None:
     # The severity-5 red, the severity-4 orange and the compliance green are on screen.
     for colour in [(0xE5, 0x48, 0x4D), (0xF7, 0x6B, 0x15), (0x30, 0xA4, 0x6C)]:
         assert colours[colour] > 200, f"colour {colour} barely on the screenshot"
+
+
+def test_deleted_rows_are_left_out(
+    meltano_session: MeltanoSession, sqlite_built: Built, tmp_path: Path
+) -> None:
+    """The delete contract: soft-deleted rows (`_sdc_deleted_at` set) and the detections of a
+    host that is gone stay out of every model, on a copy of the loaded database."""
+    assert sqlite_built.database is not None
+    copy = tmp_path / "deleted.db"
+    shutil.copy(sqlite_built.database, copy)
+    connection = sqlite3.connect(copy)
+    try:
+        gone_host, purged_host = (
+            row[0]
+            for row in connection.execute(
+                "SELECT host_id FROM open_detections "
+                "GROUP BY host_id ORDER BY count(*) DESC, host_id LIMIT 2"
+            )
+        )
+        gone_detection = connection.execute(
+            "SELECT unique_vuln_id FROM open_detections WHERE host_id NOT IN (?, ?) LIMIT 1",
+            (gone_host, purged_host),
+        ).fetchone()[0]
+        for table in ("hosts", "host_detections"):
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN _sdc_deleted_at TEXT")
+        # A soft delete (the bundled target), a host removed with its detections left behind
+        # (target-postgres' hard delete), and one soft-deleted detection.
+        connection.execute(
+            "UPDATE hosts SET _sdc_deleted_at = '2026-11-01T00:00:00Z' WHERE id = ?", (gone_host,)
+        )
+        connection.execute("DELETE FROM hosts WHERE id = ?", (purged_host,))
+        connection.execute(
+            "UPDATE host_detections SET _sdc_deleted_at = '2026-11-01T00:00:00Z' "
+            "WHERE unique_vuln_id = ?",
+            (gone_detection,),
+        )
+        connection.commit()
+    finally:
+        connection.close()
+    env = {**sqlite_built.env, "DBT_SQLITE_DATABASE": str(copy)}
+    run_meltano(meltano_session, env, tmp_path, "invoke", "dbt-sqlite", "build")
+    connection = sqlite3.connect(copy)
+    try:
+        for model in ("stg_hosts", "host_risk"):
+            found = connection.execute(
+                f"SELECT count(*) FROM {model} WHERE host_id IN (?, ?)", (gone_host, purged_host)
+            ).fetchone()[0]
+            assert found == 0, model
+        for model in ("stg_host_detections", "open_detections", "detection_sla"):
+            found = connection.execute(
+                f"SELECT count(*) FROM {model} WHERE host_id IN (?, ?) OR unique_vuln_id = ?",
+                (gone_host, purged_host, gone_detection),
+            ).fetchone()[0]
+            assert found == 0, model
+        still_open = connection.execute("SELECT count(*) FROM open_detections").fetchone()[0]
+    finally:
+        connection.close()
+    assert still_open > 0
