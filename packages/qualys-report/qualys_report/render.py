@@ -265,7 +265,7 @@ def compliance_chart(policies: list[Row]) -> str:
         parts.append(
             f'<text x="0" y="{y + 15}" fill="{TEXT}" font-size="13">{escape(title)}</text>'
             f'<text x="{width}" y="{y + 15}" text-anchor="end" fill="{MUTED}" font-size="11.5">'
-            f"{int(policy['hosts'])} hosts · {int(policy['controls'])} controls</text>"
+            f"{int(policy['hosts']):,} hosts · {int(policy['controls'])} controls</text>"
         )
         x = 0.0
         for key, _, colour in COMPLIANCE:
