@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole pipeline on one machine, from a fresh clone, with nothing but Python 3.10+:
 # installs Meltano and the plugins, starts the bundled Qualys simulator, runs
-# `meltano run tap-qualys target-sqlite`, shows what was loaded, and stops the simulator.
+# `meltano run tap-qualys target-sqlite dbt-sqlite:build qualys-report:sqlite` (load, build and test
+# the dbt models, write the HTML report), shows what was loaded, and stops the simulator.
 # Environment: PYTHON (default python3), DEMO_HOSTS (default 100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +22,8 @@ echo "==> Installing Meltano into .venv-meltano"
 .venv-meltano/bin/uv pip install --quiet --python .venv-meltano/bin/python -r requirements/meltano.txt
 MELTANO=.venv-meltano/bin/meltano
 
-echo "==> meltano install (tap-qualys and target-sqlite from this repository: . and packages/target-qualys-sqlite)"
-"$MELTANO" install tap-qualys target-sqlite
+echo "==> meltano install (tap-qualys, target-sqlite and qualys-report from this repository; dbt-sqlite from PyPI)"
+"$MELTANO" install tap-qualys target-sqlite dbt-sqlite qualys-report
 
 echo "==> Starting the Qualys simulator ($DEMO_HOSTS hosts)"
 workdir=$(mktemp -d)
@@ -53,13 +54,31 @@ database=output/qualys.db
 
 mkdir -p output
 log=output/demo-meltano-run.log
-echo "==> meltano run tap-qualys target-sqlite (log: $log)"
-if ! "$MELTANO" run tap-qualys target-sqlite >"$log" 2>&1; then
+echo "==> meltano run tap-qualys target-sqlite dbt-sqlite:build qualys-report:sqlite (log: $log)"
+if ! "$MELTANO" run tap-qualys target-sqlite dbt-sqlite:build qualys-report:sqlite >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     echo "demo: meltano run failed; the whole log is in $log" >&2
     exit 1
 fi
 grep -E "tap-qualys +[a-z_]+: done:" "$log" | sed 's/^.*tap-qualys */    /' || true
+# What the dbt step added: from the loader's last log line to the report's (Meltano stamps each).
+"$PYTHON" - "$log" <<'PY'
+import re
+import sys
+from datetime import datetime
+
+stamps = {}
+for line in open(sys.argv[1], errors="replace"):
+    found = re.match(r"(\S+Z) \[\w+ *\] (target-sqlite|qualys-report) ", line)
+    if found:
+        stamps.setdefault(found[2], []).append(datetime.fromisoformat(found[1][:26]))
+summary = [line for line in open(sys.argv[1], errors="replace") if "Done. PASS=" in line]
+if summary:
+    print("    dbt:", summary[-1].split("Done. ", 1)[1].strip())
+if "target-sqlite" in stamps and "qualys-report" in stamps:
+    seconds = (stamps["qualys-report"][-1] - stamps["target-sqlite"][-1]).total_seconds()
+    print(f"    dbt build and report: {seconds:.0f}s of the run")
+PY
 
 echo "==> Loaded into $database"
 "$PYTHON" - "$database" <<'PY'
@@ -93,5 +112,9 @@ for row in db.execute(query):
 if empty:
     sys.exit(f"demo: nothing was loaded into {', '.join(empty)}")
 PY
+
+report=output/report.html
+[ -s "$report" ] || { echo "demo: the report $report was not written" >&2; exit 1; }
+echo "==> Report: $PWD/$report (open it in a browser; it needs no server and no network)"
 
 echo "==> Done in $(( $(date +%s) - started ))s. Query it yourself: python3 -m sqlite3 $database (Python 3.12+) or sqlite3 $database"

@@ -37,6 +37,11 @@ DISTRIBUTIONS = {
         "qualys_simulator",
         {"qualys-simulator"},
     ),
+    "qualys-report": (
+        REPO / "packages" / "qualys-report",
+        "qualys_report",
+        {"qualys-report"},
+    ),
 }
 OUR_PACKAGES = {package for _, package, _ in DISTRIBUTIONS.values()}
 BUILD = (
@@ -87,9 +92,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Wheel]:
 
 
 @pytest.mark.parametrize("distribution", sorted(DISTRIBUTIONS))
-def test_each_wheel_holds_its_own_package_only(
-    wheels: dict[str, Wheel], distribution: str
-) -> None:
+def test_each_wheel_holds_its_own_package_only(wheels: dict[str, Wheel], distribution: str) -> None:
     _, package, scripts = DISTRIBUTIONS[distribution]
     wheel = wheels[distribution]
     assert wheel.metadata["Name"] == distribution
@@ -111,17 +114,30 @@ def test_no_wheel_depends_on_another_of_ours(wheels: dict[str, Wheel], distribut
     """Installing the tap (the Hub's pip_url) installs neither the target nor the simulator, and
     no extra of any distribution pulls in the simulator or the test tools."""
     requirements = set(wheels[distribution].requirements())
-    ours = {"tap-qualys", "target-qualys-sqlite", "qualys-simulator", "target-sqlite"}
+    ours = {
+        "tap-qualys",
+        "target-qualys-sqlite",
+        "qualys-simulator",
+        "target-sqlite",
+        "qualys-report",
+    }
     assert requirements & ours == set()
     tools = {"pytest", "ruff", "mypy", "moto", "orjson", "xmltodict", "py-spy"}
     assert requirements & tools == set()
 
 
-def test_only_the_target_has_an_extra(wheels: dict[str, Wheel]) -> None:
+def test_only_the_target_and_the_report_have_an_extra(wheels: dict[str, Wheel]) -> None:
     extras = {name: wheel.metadata.get_all("Provides-Extra") for name, wheel in wheels.items()}
-    assert extras == {"tap-qualys": None, "target-qualys-sqlite": ["s3"], "qualys-simulator": None}
+    assert extras == {
+        "tap-qualys": None,
+        "target-qualys-sqlite": ["s3"],
+        "qualys-simulator": None,
+        "qualys-report": ["postgres"],
+    }
     assert "qualys-simulator" not in wheels["tap-qualys"].requirements()
     assert wheels["qualys-simulator"].requirements() == []
+    # The report uses the standard library only; its postgres extra brings the driver.
+    assert wheels["qualys-report"].requirements() == ["psycopg2-binary"]
 
 
 @pytest.mark.parametrize("distribution", sorted(DISTRIBUTIONS))
@@ -157,6 +173,7 @@ def test_the_development_tools_are_dependency_groups() -> None:
     assert set(project["tool"]["uv"]["workspace"]["members"]) == {
         "packages/target-qualys-sqlite",
         "packages/qualys-simulator",
+        "packages/qualys-report",
     }
 
 

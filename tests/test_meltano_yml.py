@@ -76,7 +76,12 @@ def test_project_basics() -> None:
     assert meltano["default_environment"] == "dev"
     assert {e["name"] for e in meltano["environments"]} >= {"dev", "prod"}
     jobs = {job["name"]: job for job in meltano["jobs"]}
-    assert jobs["qualys-to-sqlite"]["tasks"] == ["tap-qualys target-sqlite"]
+    assert jobs["qualys-to-sqlite"]["tasks"] == [
+        "tap-qualys target-sqlite dbt-sqlite:build qualys-report:sqlite"
+    ]
+    assert jobs["qualys-to-postgres"]["tasks"] == [
+        "tap-qualys--postgres target-postgres dbt-postgres:build qualys-report:postgres"
+    ]
     assert all(schedule["job"] in jobs for schedule in meltano["schedules"])
     loaders = {p["name"] for p in meltano["plugins"]["loaders"]}
     assert loaders >= {"target-sqlite", "target-postgres", "target-s3", "target-jsonl"}
@@ -105,9 +110,36 @@ def test_bundled_target_sqlite_declaration() -> None:
     assert_settings_mirror(target["settings"], plugin_about("target-qualys-sqlite"))
 
 
+def test_utilities_dbt_and_the_report() -> None:
+    """One dbt utility per adapter (their dbt-adapters pins conflict), each with its own paths,
+    so that the two jobs can run at the same time; the report from this repository."""
+    sqlite, postgres = plugin("utilities", "dbt-sqlite"), plugin("utilities", "dbt-postgres")
+    assert "dbt-sqlite==" in sqlite["pip_url"]
+    assert "dbt-postgres==" in postgres["pip_url"]
+    for dbt in (sqlite, postgres):
+        assert dbt["executable"] == "dbt"
+        assert dbt["commands"]["build"]["args"] == "build"
+        assert dbt["config"]["project_dir"] == "${MELTANO_PROJECT_ROOT}/transform"
+        assert dbt["config"]["send_anonymous_usage_stats"] is False
+        profiles = REPO / dbt["config"]["profiles_dir"].replace("${MELTANO_PROJECT_ROOT}/", "")
+        assert (profiles / "profiles.yml").is_file()
+    assert sqlite["config"]["target_path"] != postgres["config"]["target_path"]
+    # dbt-sqlite builds the marts in the file target-sqlite loads, in every environment.
+    assert sqlite["config"]["database"] == plugin("loaders", "target-sqlite")["config"]["database"]
+    for environment in project()["environments"]:
+        plugins = environment.get("config", {}).get("plugins", {})
+        loaded = {p["name"]: p for p in plugins.get("loaders", [])}.get("target-sqlite")
+        if loaded:
+            dbt = {p["name"]: p for p in plugins["utilities"]}["dbt-sqlite"]
+            assert dbt["config"]["database"] == loaded["config"]["database"], environment["name"]
+    report = plugin("utilities", "qualys-report")
+    assert report["pip_url"] == "-e packages/qualys-report[postgres]"
+    assert set(report["commands"]) == {"sqlite", "postgres"}
+
+
 def test_secrets_are_sensitive_everywhere() -> None:
     secret = re.compile(r"(^|_)(password|secret|token)$|secret_access_key$|^sqlalchemy_url$")
-    for plugin_type in ("extractors", "loaders"):
+    for plugin_type in ("extractors", "loaders", "utilities"):
         for declared in project()["plugins"][plugin_type]:
             for setting in declared.get("settings", []):
                 if secret.search(setting["name"].rsplit(".", 1)[-1]):

@@ -36,6 +36,25 @@ def test_sqlite_and_postgres_jobs_start_together(
         TARGET_POSTGRES_USER=postgres_server.user,
         TARGET_POSTGRES_PASSWORD=postgres_server.password,
         TARGET_POSTGRES_DATABASE=postgres_database,
+        # Each job then builds the dbt models and writes its report: their paths stay apart.
+        DBT_SQLITE_DATABASE=str(database),
+        DBT_SQLITE_TARGET_PATH=str(tmp_path / "dbt-sqlite"),
+        DBT_SQLITE_LOG_PATH=str(tmp_path / "dbt-sqlite"),
+        DBT_POSTGRES_HOST=postgres_server.host,
+        DBT_POSTGRES_PORT=str(postgres_server.port),
+        DBT_POSTGRES_USER=postgres_server.user,
+        DBT_POSTGRES_PASSWORD=postgres_server.password,
+        DBT_POSTGRES_DBNAME=postgres_database,
+        DBT_POSTGRES_TARGET_PATH=str(tmp_path / "dbt-postgres"),
+        DBT_POSTGRES_LOG_PATH=str(tmp_path / "dbt-postgres"),
+        QUALYS_REPORT_SQLITE_DATABASE=str(database),
+        QUALYS_REPORT_SQLITE_OUTPUT=str(tmp_path / "report.html"),
+        QUALYS_REPORT_POSTGRES_DSN=(
+            f"host={postgres_server.host} port={postgres_server.port} "
+            f"user={postgres_server.user} password={postgres_server.password} "
+            f"dbname={postgres_database}"
+        ),
+        QUALYS_REPORT_POSTGRES_OUTPUT=str(tmp_path / "report-postgres.html"),
     )
     extractors = job_extractors()
     pipeline.session.install(
@@ -43,6 +62,9 @@ def test_sqlite_and_postgres_jobs_start_together(
         extractors["qualys-to-postgres"],
         "target-sqlite",
         "target-postgres",
+        "dbt-sqlite",
+        "dbt-postgres",
+        "qualys-report",
     )
     # A project's system database exists before its schedules fire (two first-ever commands
     # would race on creating it, a separate matter).
@@ -90,3 +112,5 @@ def test_sqlite_and_postgres_jobs_start_together(
     assert_matches_ground_truth(pipeline.sim, loaded)
     assert arrays == [], arrays
     assert cves > 0
+    for report in ("report.html", "report-postgres.html"):
+        assert "data-chart=" in (tmp_path / report).read_text(), report

@@ -33,7 +33,17 @@ from tests.test_readme import shell_blocks
 pytestmark = pytest.mark.e2e
 
 BLOCK_TIMEOUT_SECONDS = 600
-PLUGINS = ("tap-qualys", "tap-qualys--postgres", "target-sqlite", "target-postgres", "target-s3")
+PLUGINS = (
+    "tap-qualys",
+    "tap-qualys--postgres",
+    "target-sqlite",
+    "target-postgres",
+    "target-s3",
+    # the jobs' dbt and report steps
+    "dbt-sqlite",
+    "dbt-postgres",
+    "qualys-report",
+)
 
 
 def project_copy(destination: Path) -> Path:

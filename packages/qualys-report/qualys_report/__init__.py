@@ -1,0 +1,1 @@
+"""A self-contained HTML vulnerability report from tap-qualys' dbt marts."""
