@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import statistics
 import threading
@@ -622,6 +623,102 @@ def _memory_context(answer_mb: float, hosts: int, smallest_mib: float) -> Callab
     return context
 
 
+# --- 5.4-5.5 memory, every stream ---------------------------------------------------------------
+
+#: Subscription sizes of the every-stream memory rows (the simulator's defaults otherwise: 8
+#: detections per host, 8 PCRS policies of which 6 active, 1.5 CSAM assets per host).
+EVERY_STREAM_HOSTS = {"smoke": (100,), "full": (1_000, 10_000)}
+_DONE = re.compile(r"\| (\w+): done: ([\d,]+) records")
+
+
+def _emitted(log: Path) -> dict[str, int]:
+    """Records per stream, from the tap's end-of-stream lines."""
+    return {
+        stream: int(count.replace(",", ""))
+        for stream, count in _DONE.findall(log.read_text(errors="replace"))
+    }
+
+
+def every_stream_memory(ctx: Context) -> list[Row]:
+    work = ctx.scratch("memory-every-stream")
+    streams = [stream["tap_stream_id"] for stream in discovered(ctx)["streams"]]
+    catalog = catalog_file(ctx, work / "catalog.json", streams)
+    rows: list[Row] = []
+    with (
+        SimulatorProcess(hosts=1, seed=SEED) as one,
+        ReplayProxy(one.url) as one_proxy,
+    ):
+        floor_config = write_json(work / "floor.json", tap_settings(one_proxy.url, one))
+        run([TAP, "--config", floor_config, "--catalog", catalog], log=work / "floor-warm.log")
+        for number, hosts in enumerate(EVERY_STREAM_HOSTS[ctx.size_name], 4):
+            row = Row(
+                f"5.{number}",
+                f"Memory: tap peak RSS, every stream, {hosts:,} hosts vs 1 host",
+                "MiB",
+                "1 host",
+                f"< {MIB_LIMIT} MiB",
+                lambda row: row.median("value") < MIB_LIMIT,
+            )
+            with (
+                SimulatorProcess(hosts=hosts, seed=SEED, startup_timeout=600) as sim,
+                ReplayProxy(sim.url) as proxy,
+            ):
+                config = write_json(work / f"config-{hosts}.json", tap_settings(proxy.url, sim))
+                command = [TAP, "--config", config, "--catalog", catalog]
+                ctx.log(f"memory, every stream: {hosts:,} hosts: warming the replay cache")
+                run(command, log=work / f"warm-{hosts}.log")
+                served = sim.stats()["records"]
+                # Answers from memory at loopback speed: the posture workers get ahead of the
+                # main thread, so as many batches wait at once as the tap ever lets them.
+                for repetition in range(1 if hosts >= 10_000 else ctx.repeat):
+                    log = work / f"run-{hosts}-{repetition}.log"
+                    peak = run(command, log=log, peak_rss=True)
+                    floor = run(
+                        [TAP, "--config", floor_config, "--catalog", catalog],
+                        log=work / f"floor-{hosts}-{repetition}.log",
+                        peak_rss=True,
+                    )
+                    emitted = _emitted(log)
+                    if emitted.get("pcrs_posture_info") != served.get("pcrs_posture_info"):
+                        msg = (
+                            f"tap emitted {emitted.get('pcrs_posture_info')} postures, the "
+                            f"simulator served {served.get('pcrs_posture_info')}"
+                        )
+                        raise BenchmarkError(msg)
+                    extra = {
+                        "records": sum(emitted.values()),
+                        "postures": emitted["pcrs_posture_info"],
+                        "seconds": peak.seconds,
+                    }
+                    row.samples.append(
+                        Sample(
+                            peak.peak_rss_mib / floor.peak_rss_mib,
+                            peak.peak_rss_mib,
+                            floor.peak_rss_mib,
+                            extra,
+                        )
+                    )
+                    ctx.log(
+                        f"memory, every stream: {hosts:,} hosts: peak {peak.peak_rss_mib:.0f} "
+                        f"MiB (1 host: {floor.peak_rss_mib:.0f} MiB), {sum(emitted.values()):,} "
+                        f"records in {peak.seconds:.1f} s"
+                    )
+            row.context = _every_stream_context(len(streams))
+            rows.append(row)
+    return rows
+
+
+def _every_stream_context(streams: int) -> Callable[[Row], str]:
+    def context(row: Row) -> str:
+        return (
+            f"{streams} streams, {row.extra_median('records'):,.0f} records of which "
+            f"{row.extra_median('postures'):,.0f} PCRS postures, stdout to /dev/null, "
+            f"{row.extra_median('seconds'):.0f} s"
+        )
+
+    return context
+
+
 # --- 6. scale-out --------------------------------------------------------------------------------
 
 
@@ -869,6 +966,7 @@ MEASUREMENTS = {
     "e2e": end_to_end,
     "concurrency": concurrency,
     "memory": memory,
+    "memory-every-stream": every_stream_memory,
     "scaleout": scale_out,
 }
 
@@ -926,6 +1024,16 @@ NOTES = {
         "in the tap would show. Floor = the same tap on a 1-host answer (`id_max`), i.e. "
         "interpreter + SDK + one page. Flat = at most 32 MiB above the smallest answer's peak. "
         "Answers of 1 GB or more are measured once, whatever `--repeat` says."
+    ),
+    "memory-every-stream": (
+        "**5.4-5.5 Memory, every stream.** Peak RSS of the tap process (as in row 5) with every "
+        "stream selected, stdout to /dev/null, on the simulator's default subscription of 1,000 "
+        "and 10,000 hosts (smoke: 100): HLD, KB, CSAM pages and the PCRS postureInfo batches "
+        "(250 hosts each, gzip, up to 10 in flight). Served from the replay cache after one "
+        "untimed warm-up, so the posture workers run ahead of the emitting thread and as many "
+        "batches wait as the tap allows; the postures emitted are checked against the count the "
+        "simulator served. Floor = the same tap on a 1-host subscription, every stream. "
+        "10,000 hosts are measured once, whatever `--repeat` says."
     ),
     "scaleout": (
         "**6 Scale-out.** `tap-qualys | target-postgres` (MeltanoLabs, the version meltano.yml "

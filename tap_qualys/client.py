@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 import sys
+import tempfile
 import threading
 import time
 import typing as t
@@ -511,32 +512,36 @@ _GUNZIP_CHUNK = 2**20
 #: msgspec keeps integers exact at any size (CSAM software ids exceed 2**53) and is fast on the
 #: multi-megabyte posture bodies.
 _JSON = msgspec.json.Decoder()
+#: A gateway answer arriving stays in memory up to this size, then moves to a temporary file.
+BODY_MEMORY_BYTES = 2**20
+#: Held while a gateway body is gunzipped, decoded and parsed: the one moment its whole text is
+#: in memory. Parallel postureInfo workers would otherwise each hold a batch's text (tens of MB)
+#: at once; the work is CPU under the GIL, so taking turns costs no time.
+_DECODE_LOCK = threading.Lock()
 
 T = t.TypeVar("T")
 
 
-def gunzip_bounded(data: bytes) -> bytes:
+def gunzip_bounded(data: bytes | bytearray) -> bytearray:
     """gzip data decompressed, every member, refused once it expands past its limit.
 
-    Raises ``ValueError`` for data that does not decompress or expands too far.
+    Raises ``ValueError`` for data that does not decompress or expands too far. A bytearray
+    grown in place: joining a list of pieces would hold the body twice at the end.
     """
     limit = max(GUNZIP_MIN_LIMIT, GUNZIP_MAX_RATIO * len(data))
-    parts: list[bytes] = []
-    total = 0
+    out = bytearray()
     pending = data
     while pending:
         member = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
             while pending and not member.eof:
-                chunk = member.decompress(pending, _GUNZIP_CHUNK)
-                total += len(chunk)
-                if total > limit:
+                out += member.decompress(pending, _GUNZIP_CHUNK)
+                if len(out) > limit:
                     msg = (
                         f"gzip body of {len(data):,} bytes would expand past {limit:,} bytes "
                         f"({GUNZIP_MAX_RATIO} times its size): refused as a decompression bomb"
                     )
                     raise ValueError(msg)
-                parts.append(chunk)
                 pending = member.unconsumed_tail
         except zlib.error as exc:
             msg = f"gzip body does not decompress: {exc}"
@@ -545,29 +550,46 @@ def gunzip_bounded(data: bytes) -> bytes:
             msg = "gzip body does not decompress: it ends before its last block"
             raise ValueError(msg)
         pending = member.unused_data
-    return b"".join(parts)
+    return out
 
 
-def read_gateway_body(response: requests.Response) -> bytes:
+def read_gateway_body(response: requests.Response) -> t.IO[bytes]:
     """A streamed gateway answer's bytes, gzip left as it came (``Content-Encoding`` or not).
 
-    Other encodings, which the gateway is not known to use, are decoded by requests.
+    Spooled: in memory up to :data:`BODY_MEMORY_BYTES`, then in a temporary file, so that
+    postureInfo calls in flight (up to 15, each answer tens of MB without compression) hold
+    little memory while they arrive. Read back from the start; the caller closes it. Other
+    encodings, which the gateway is not known to use, are decoded by requests.
     """
-    encoding = response.headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in {"", "identity", "gzip", "x-gzip"}:
-        return response.content
-    return t.cast("bytes", response.raw.read(decode_content=False))
+    body = tempfile.SpooledTemporaryFile(max_size=BODY_MEMORY_BYTES)  # noqa: SIM115
+    try:
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in {"", "identity", "gzip", "x-gzip"}:
+            for chunk in response.iter_content(CHUNK_SIZE):
+                body.write(chunk)
+        else:
+            while chunk := response.raw.read(CHUNK_SIZE, decode_content=False):
+                body.write(chunk)
+        body.seek(0)
+    except BaseException:
+        body.close()
+        raise
+    return body
 
 
-def decode_gateway_body(content: bytes) -> t.Any:
+def decode_gateway_body(
+    content: bytes | bytearray, decoder: msgspec.json.Decoder[t.Any] = _JSON
+) -> t.Any:
     """JSON from a gateway body, gunzipped first when it is gzip data (§11).
 
-    Raises ``ValueError`` (``msgspec.DecodeError`` is one) for anything that is not JSON.
+    ``decoder`` may leave parts undecoded (``msgspec.Raw``), for a caller that decodes them one
+    at a time. Raises ``ValueError`` (``msgspec.DecodeError`` is one) for anything that is not
+    JSON.
     """
     if content.startswith(_GZIP_MAGIC):
         content = gunzip_bounded(content)
     try:
-        return _JSON.decode(content)
+        return decoder.decode(content)
     except RecursionError:
         # msgspec's depth limit; not a ValueError, so it escaped every handler as a traceback.
         msg = "JSON nested too deep to decode"
@@ -639,6 +661,7 @@ class QualysGatewayStream(QualysStream[t.Any]):
         params: Mapping[str, t.Any] | None = None,
         body: t.Any = None,
         timeout: float | None = None,
+        decoder: msgspec.json.Decoder[t.Any] = _JSON,
     ) -> T:
         """Send one gateway call under the retry policy; return ``parse`` of its JSON body.
 
@@ -646,7 +669,8 @@ class QualysGatewayStream(QualysStream[t.Any]):
         ``FailedAttempt`` for answers that are HTTP 200 yet unusable (CSAM's responseCode /
         hasMore envelope), so they are retried like any other transient failure. The body is
         read completely before ``parse`` sees it: a dropped stream never yields part of a page.
-        Safe to call from worker threads.
+        ``decoder`` decodes the body (all of it by default). Safe to call from worker threads;
+        one thread at a time decodes and parses (``_DECODE_LOCK``).
         """
         label = f"{self.name}: {method} {path}"
         request = requests.Request(
@@ -670,13 +694,15 @@ class QualysGatewayStream(QualysStream[t.Any]):
                     classify_gateway_response(response.status_code, body, response.headers)
                 )
             self.server_date = response.headers.get("Date")
-            body = read_gateway_body(response)
-            try:
-                decoded = decode_gateway_body(body)
-            except ValueError as exc:
-                reason = f"invalid JSON from the gateway ({len(body):,} bytes): {exc}"
-                raise FailedAttempt(Verdict(Kind.BACKOFF, reason)) from None
-            result = parse(decoded)
+            with read_gateway_body(response) as spooled, _DECODE_LOCK:
+                body = spooled.read()
+                try:
+                    decoded = decode_gateway_body(body, decoder)
+                except ValueError as exc:
+                    reason = f"invalid JSON from the gateway ({len(body):,} bytes): {exc}"
+                    raise FailedAttempt(Verdict(Kind.BACKOFF, reason)) from None
+                result = parse(decoded)
+                del body, decoded
             self._pace(gate, response.headers)
             return result
 

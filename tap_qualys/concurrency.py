@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import logging
 import threading
 import time
@@ -33,6 +34,26 @@ SLOT_SETTLE_SECONDS = 0.05
 
 #: Set when the tap was signalled to stop (signals.py): pipelines stop waiting for their calls.
 STOPPING = threading.Event()
+#: glibc's ``mallopt`` parameter for the number of malloc arenas, and the tap's number.
+_M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas() -> None:
+    """Let every thread share :data:`MALLOC_ARENAS` glibc malloc arenas (before threads start).
+
+    glibc gives threads arenas of their own, up to 8 per core, and an arena keeps what was
+    freed in it for its own thread. The fetch workers decode postureInfo and HLD answers, so
+    each would hold a batch's worth of freed memory: with every stream selected, 28 MiB of the
+    tap's peak RSS at 1,000 hosts. Python threads take turns under the GIL anyway, so sharing
+    arenas costs no time. Nothing happens without glibc (macOS, musl's no-op).
+    """
+    try:
+        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    except (OSError, TypeError):  # no C library to open by that name (Windows)
+        return
+    if mallopt is not None:
+        mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
 
 
 class PauseGate:

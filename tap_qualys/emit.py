@@ -53,9 +53,9 @@ class RecordSpool:
     :data:`SPOOL_MEMORY_BYTES`, then move to a temporary file.
     """
 
-    def __init__(self) -> None:
-        """Open an empty spool."""
-        self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
+    def __init__(self, memory_bytes: int = SPOOL_MEMORY_BYTES) -> None:
+        """Open an empty spool that moves to a temporary file past ``memory_bytes``."""
+        self._file = tempfile.SpooledTemporaryFile(max_size=memory_bytes)  # noqa: SIM115
         self._encode = msgspec.json.Encoder().encode
         self._frame: list[bytes] = []
         self.count = 0

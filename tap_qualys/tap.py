@@ -12,6 +12,7 @@ from singer_sdk.exceptions import ConfigValidationError
 
 from tap_qualys import bookmarks, naming, signals
 from tap_qualys.casting import parse_utc
+from tap_qualys.concurrency import limit_malloc_arenas
 from tap_qualys.emit import SignalsTap, SingerWriter
 from tap_qualys.errors import CastError, PlatformError, QualysAPIError, StateError
 from tap_qualys.meltano_numbers import numbers_from_strings
@@ -490,6 +491,7 @@ class TapQualys(SignalsTap, Tap):
         if isinstance(kwargs.get("config"), dict):
             kwargs["config"] = numbers_from_strings(kwargs["config"], self.config_jsonschema)
         super().__init__(*args, **kwargs)
+        limit_malloc_arenas()
         if kwargs.get("validate_config", True):
             self._check_settings()
 

@@ -6,6 +6,7 @@ import copy
 import gzip
 import json
 import logging
+import re
 import sqlite3
 import typing as t
 from datetime import datetime, timedelta
@@ -19,11 +20,13 @@ from tap_qualys.client import (
     decode_gateway_body,
     gunzip_bounded,
 )
+from tap_qualys.emit import RecordSpool
 from tap_qualys.errors import QualysAPIError
 from tap_qualys.naming import snake_case
-from tap_qualys.retries import Kind, classify_gateway_response
+from tap_qualys.retries import FailedAttempt, Kind, classify_gateway_response
 from tap_qualys.streams.pcrs import (
     CONTROLS_VIEW_SQL,
+    POSTURES_BODY,
     PcrsPoliciesStream,
     PcrsPolicyHostIdsStream,
     PcrsPostureInfoStream,
@@ -388,3 +391,54 @@ def test_gunzip_bounded_reads_every_member_and_refuses_bombs() -> None:
     bomb = gzip.compress(b" " * (GUNZIP_MIN_LIMIT + 2**20) + b"[]", compresslevel=9)
     with pytest.raises(ValueError, match="decompression bomb"):
         gunzip_bounded(bomb)
+
+
+def test_posture_array_cut_short_mid_element_is_retried_whole(world: SimulatorProcess) -> None:
+    """A batch's answer that stops inside its second posture emits none of it: the first,
+    complete posture (an id Qualys never had) would be an extra record if it went out."""
+    cut = b'[{"id": 424242, "policyId": 1, "hostId": 1, "status": "Passed"}, {"id": 4243'
+    inject(world, "pcrs_posture_info", cut, times=1)
+    records, _ = run_tap(gateway_config(world, pcrs_batch_size=8), PCRS_STREAMS)
+    assert_matches_truth(records, world)
+    # One batch at a time: both cut answers go to the same batch, its one retry included.
+    inject(world, "pcrs_posture_info", cut, times=2)
+    config = gateway_config(world, pcrs_batch_size=8, pcrs_max_concurrency=1, max_retries=1)
+    with pytest.raises(QualysAPIError, match=r"invalid JSON from the gateway .*truncated"):
+        run_tap(config, PCRS_STREAMS)
+
+
+def spooled_postures(body: bytes) -> RecordSpool:
+    """``body`` read as postureInfo's answer is read: decoded as POSTURES_BODY, then spooled."""
+    return read_postures(decode_gateway_body(gzip.compress(body), POSTURES_BODY))
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'[{"id": 1}, {"id": "\xff"}]', "item 1: Invalid UTF-8"),
+        (b'[{"id": 1}, {"id": 1e999}]', "item 1: Number out of range"),
+        (b'[{"id": 1}, 7]', "item 1: Expected `object`, got `int`"),
+        (b'[{"response": {"code": 1999, "text": "try later"}}]', "error 1999: try later"),
+        (b'{"response": {"code": 1999, "text": "try later"}}', "error 1999: try later"),
+        (b'{"postures": []}', "not a JSON array"),
+    ],
+)
+def test_a_batch_with_one_bad_posture_is_retried_whole(body: bytes, says: str) -> None:
+    """What the decoder left undecoded is checked before the batch is handed over, so a bad
+    element late in a batch never fails the sync after its first postures were emitted."""
+    with pytest.raises(FailedAttempt, match=re.escape(says)) as caught:
+        spooled_postures(body)
+    assert caught.value.verdict.kind is Kind.BACKOFF
+
+
+def test_posture_batches_wait_on_disk_not_in_memory() -> None:
+    """A big batch is spooled as JSON, beyond POSTURE_SPOOL_MEMORY_BYTES in a temporary file;
+    the postures come back exactly, in order."""
+    postures = [
+        {"id": n, "status": "Passed", "controlStatement": f"control {n} " * 20, "big": 2**70}
+        for n in range(20_000)
+    ]
+    spool = spooled_postures(json.dumps(postures, indent=1).encode())
+    assert spool.count == len(postures)
+    assert spool._file._rolled  # type: ignore[attr-defined]  # past the memory bound: on disk
+    assert list(spool) == postures

@@ -44,12 +44,14 @@ import typing as t
 from dataclasses import dataclass
 from datetime import timedelta
 
+import msgspec
 from singer_sdk import StreamSchema
 
 from tap_qualys import bookmarks
 from tap_qualys.casting import qualys_filter_datetime
 from tap_qualys.client import QualysGatewayStream
 from tap_qualys.concurrency import OrderedPipeline
+from tap_qualys.emit import RecordSpool
 from tap_qualys.naming import GATEWAY_SCHEMAS
 from tap_qualys.retries import transient
 
@@ -94,7 +96,15 @@ FROM pcrs_posture_info
 GROUP BY control_id, technology_id
 """
 #: A fetched postureInfo batch: (batch number, posture records, seconds taken).
-FetchedBatch = tuple[int, list[dict[str, t.Any]], float]
+FetchedBatch = tuple[int, RecordSpool, float]
+#: postureInfo's answer: an array whose elements are left undecoded (``read_postures`` takes
+#: them one at a time), or an object (an error envelope), decoded whole.
+POSTURES_BODY = msgspec.json.Decoder(list[msgspec.Raw] | dict[str, t.Any])
+_POSTURE = msgspec.json.Decoder(dict[str, t.Any])
+#: A fetched batch waiting to be emitted stays in memory up to this size, then moves to a
+#: temporary file: up to ``pcrs_max_concurrency`` batches (15) wait at once, each tens of MB of
+#: JSON at the default ``pcrs_batch_size``.
+POSTURE_SPOOL_MEMORY_BYTES = 2 * 2**20
 
 
 def _check_error_envelope(body: t.Any) -> None:
@@ -155,12 +165,32 @@ def read_host_ids(body: t.Any) -> list[dict[str, t.Any]]:
     return entries
 
 
-def read_postures(body: t.Any) -> list[dict[str, t.Any]]:
-    """The posture records of one batch: a JSON array of objects; else retried."""
-    _check_error_envelope(body)
-    if not isinstance(body, list) or not all(isinstance(r, dict) for r in body):
+def read_postures(body: list[msgspec.Raw] | dict[str, t.Any]) -> RecordSpool:
+    """The posture records of one batch, spooled: a JSON array of objects; else retried.
+
+    ``body`` as :data:`POSTURES_BODY` decodes it: the array's elements still undecoded. Each is
+    decoded, checked and spooled in turn, so the batch is never in memory as Python objects
+    (several times its JSON), and a batch with one bad element is retried as a whole, before any
+    of it is emitted.
+    """
+    if not isinstance(body, list):
+        _check_error_envelope(body)
         raise transient("postureInfo answer is not a JSON array of posture records")
-    return body
+    spool = RecordSpool(POSTURE_SPOOL_MEMORY_BYTES)
+    try:
+        for number, raw in enumerate(body):
+            try:
+                record = _POSTURE.decode(raw)
+            except (msgspec.DecodeError, RecursionError) as exc:
+                msg = f"postureInfo answer is not a JSON array of posture records: item {number}"
+                raise transient(f"{msg}: {exc}") from None
+            if number == 0:
+                _check_error_envelope([record])
+            spool.append(record)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
 
 
 class PcrsPoliciesStream(QualysGatewayStream):
@@ -431,6 +461,7 @@ class PcrsPostureInfoStream(QualysGatewayStream):
             params=self.posture_params(),
             body=body,
             timeout=float(self.config.get("pcrs_request_timeout", DEFAULT_POSTURE_TIMEOUT)),
+            decoder=POSTURES_BODY,
         )
         return number, records, time.monotonic() - started
 
@@ -447,7 +478,7 @@ class PcrsPostureInfoStream(QualysGatewayStream):
                 policy_id,
                 number,
                 total,
-                f"{len(records):,}",
+                f"{records.count:,}",
                 elapsed,
             )
             for record in records:
