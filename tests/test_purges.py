@@ -47,7 +47,7 @@ def test_encoding_is_compact_at_100000_hosts() -> None:
 
 @pytest.mark.parametrize("text", ["not base64!", "aGVsbG8=", encode_ids([300])[:-4]])
 def test_damaged_state_is_a_state_error(text: str) -> None:
-    with pytest.raises(StateError, match="purge_sweep.ids"):
+    with pytest.raises(StateError, match=r"purge_sweep\.ids"):
         decode_ids(text)
 
 
