@@ -244,3 +244,21 @@ def test_sweep_interval_and_switch(fresh: SimulatorProcess) -> None:
     off, off_states = run_tap({**config, "purge_sweep": False}, streams=HOSTS)
     assert purges.STATE_KEY not in last_state(off_states)["bookmarks"]["hosts"]
     assert tombstones(off) == []
+
+
+def test_no_sweep_when_the_catalog_deselects_deleted_at(
+    fresh: SimulatorProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tap_qualys.tap import TapQualys  # noqa: PLC0415
+
+    config = tap_config(fresh)
+    _, states = run_tap(config, streams=HOSTS)
+    fresh.purge([fresh.ground_truth("hosts")[0]["ID"]])
+    tap = TapQualys(config=config, state=last_state(states))
+    for name, stream in tap.streams.items():
+        stream.selected = name == "hosts"
+    tap.streams["hosts"].mask[("properties", "_sdc_deleted_at")] = False
+    with caplog.at_level(logging.WARNING):
+        swept = tap.streams["hosts"]._purge_sweep("2026-11-02T00:00:00Z")
+        assert list(swept) == []
+    assert "deselects _sdc_deleted_at" in caplog.text

@@ -257,6 +257,14 @@ class HostsStream(QualysVMStream):
         config = self.config
         if not config.get("purge_sweep", True) or server_time is None:
             return
+        if not self.mask.get(("properties", "_sdc_deleted_at"), True):
+            # A tombstone without its _sdc_deleted_at would reach the target as a record of
+            # nulls and overwrite the host: no sweep when the catalog deselects it.
+            self.logger.warning(
+                "hosts: purge sweep skipped: the catalog deselects _sdc_deleted_at, which "
+                "tombstones need (select it, or set purge_sweep: false)"
+            )
+            return
         previous = self.stream_state.get(purges.STATE_KEY)
         interval = float(config.get("purge_sweep_interval_hours", 0))
         if not purges.due(previous, parse_utc(server_time), interval):
