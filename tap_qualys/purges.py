@@ -98,6 +98,8 @@ class Verdict:
     message: str
     #: The sweep was refused (WARNING): nothing deleted, previous list kept.
     refused: bool = False
+    #: Worth a WARNING although not refused (the previous list was unreadable).
+    warn: bool = False
 
 
 def due(
@@ -143,7 +145,12 @@ def judge(
             f"or encoding; {state['count']:,} host ids recorded as the new baseline, nothing "
             "deleted",
         )
-    before = decode_ids(str(previous.get("ids", "")))
+    try:
+        before = decode_ids(str(previous.get("ids", "")))
+    except StateError as exc:
+        # Damaged beyond use: deleting from it could delete anything; start over instead of
+        # failing every later run on the same state.
+        return Verdict([], state, f"{label}: {exc}; new baseline, nothing deleted", warn=True)
     vanished = sorted(set(before) - set(current))
     if before and len(vanished) > max_fraction * len(before):
         return Verdict(

@@ -262,3 +262,11 @@ def test_no_sweep_when_the_catalog_deselects_deleted_at(
         swept = tap.streams["hosts"]._purge_sweep("2026-11-02T00:00:00Z")
         assert list(swept) == []
     assert "deselects _sdc_deleted_at" in caplog.text
+
+
+def test_damaged_previous_ids_become_a_new_baseline() -> None:
+    previous = {**swept([1, 2, 3]), "ids": "not base64!"}
+    verdict = judge(previous, [1, 2], scope=SCOPE, swept_at="x")
+    assert verdict.vanished == []
+    assert verdict.warn
+    assert decode_ids(verdict.state["ids"]) == [1, 2]

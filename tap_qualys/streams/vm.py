@@ -19,7 +19,7 @@ from tap_qualys.casting import format_utc, parse_utc
 from tap_qualys.client import CHUNK_SIZE, FetchedPage, QualysVMStream, TruncationPaginator
 from tap_qualys.concurrency import ConcurrencyLimit, OrderedPipeline
 from tap_qualys.emit import EncodedRecord, record_line_parts
-from tap_qualys.errors import QualysAPIError, StateError
+from tap_qualys.errors import QualysAPIError
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -286,14 +286,14 @@ class HostsStream(QualysVMStream):
                     config.get("purge_sweep_max_fraction", purges.DEFAULT_MAX_FRACTION)
                 ),
             )
-        except (QualysAPIError, StateError) as exc:
+        except QualysAPIError as exc:
             self.logger.warning(
                 "hosts: purge sweep failed, no host marked deleted this run (the next run "
                 "sweeps again): %s",
                 exc,
             )
             return
-        log = self.logger.warning if verdict.refused else self.logger.info
+        log = self.logger.warning if verdict.refused or verdict.warn else self.logger.info
         log("%s (%.1f s)", verdict.message, time.monotonic() - started)
         for host_id in verdict.vanished:
             yield {"id": host_id, "_sdc_deleted_at": swept_at}
