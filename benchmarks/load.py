@@ -45,13 +45,8 @@ TAP = BIN / "tap-qualys"
 TARGET = BIN / "target-qualys-sqlite"
 VM_STREAMS = ("knowledge_base", "hosts", "host_detections")
 DEFAULT_FAULTS = {
-    "http_503": 0.05,
-    "drop": 0.05,
-    "truncated_200": 0.05,
-    "error_200": 0.05,
-    "conflict_1960": 0.05,
-    "conflict_1965": 0.05,
-    "slow_first_byte": 0.05,
+    "http_503": 0.05, "drop": 0.05, "truncated_200": 0.05, "error_200": 0.05,
+    "conflict_1960": 0.05, "conflict_1965": 0.05, "slow_first_byte": 0.05,
 }
 
 
@@ -75,28 +70,20 @@ def run_pipeline(workdir: Path, tap_config: dict[str, Any], streams: tuple[str, 
     """tap | target as two processes joined by a pipe; exact peak RSS of each from wait4."""
     config = workdir / "tap-config.json"
     config.write_text(json.dumps(tap_config))
-    discovered = subprocess.run(
-        [TAP, "--config", config, "--discover"], capture_output=True, check=True, text=True
-    )
+    discovered = subprocess.run([TAP, "--config", config, "--discover"], capture_output=True,
+                                check=True, text=True)
     catalog = workdir / "catalog.json"
     catalog.write_text(json.dumps(select(json.loads(discovered.stdout), streams)))
     target_config = workdir / "target-config.json"
     target_config.write_text(json.dumps({"database": str(workdir / "load.db")}))
     started = time.perf_counter()
-    with (
-        (workdir / "tap.stderr").open("wb") as tap_err,
-        (workdir / "target.stdout").open("wb") as target_out,
-        (workdir / "target.stderr").open("wb") as target_err,
-    ):
-        tap = subprocess.Popen(
-            [TAP, "--config", config, "--catalog", catalog], stdout=subprocess.PIPE, stderr=tap_err
-        )
-        target = subprocess.Popen(
-            [TARGET, "--config", target_config],
-            stdin=tap.stdout,
-            stdout=target_out,
-            stderr=target_err,
-        )
+    with (workdir / "tap.stderr").open("wb") as tap_err, \
+            (workdir / "target.stdout").open("wb") as target_out, \
+            (workdir / "target.stderr").open("wb") as target_err:
+        tap = subprocess.Popen([TAP, "--config", config, "--catalog", catalog],
+                               stdout=subprocess.PIPE, stderr=tap_err)
+        target = subprocess.Popen([TARGET, "--config", target_config], stdin=tap.stdout,
+                                  stdout=target_out, stderr=target_err)
         assert tap.stdout is not None
         tap.stdout.close()
         outcome = Outcome()
@@ -128,9 +115,8 @@ def database_rows(database: Path, stream: str, order: str) -> Iterator[dict[str,
     connection = sqlite3.connect(database)
     connection.row_factory = sqlite3.Row
     try:
-        yield from (
-            dict(row) for row in connection.execute(f'SELECT * FROM "{stream}" ORDER BY {order}')
-        )
+        yield from (dict(row) for row in connection.execute(
+            f'SELECT * FROM "{stream}" ORDER BY {order}'))
     finally:
         connection.close()
 
@@ -141,8 +127,7 @@ def compare_detections(database: Path, world: World) -> list[str]:
     connection = sqlite3.connect(database)
     duplicates = connection.execute(
         "SELECT COUNT(*) FROM (SELECT 1 FROM host_detections GROUP BY host_id, unique_vuln_id "
-        "HAVING COUNT(*) > 1)"
-    ).fetchone()[0]
+        "HAVING COUNT(*) > 1)").fetchone()[0]
     connection.close()
     if duplicates:
         problems.append(f"host_detections: {duplicates} keys loaded more than once")
@@ -167,10 +152,8 @@ def compare_detections(database: Path, world: World) -> list[str]:
         extra += 1
         row = next(loaded, None)
     if missing or extra or mismatched:
-        problems.append(
-            f"host_detections: {missing} missing, {extra} not in the ground truth, "
-            f"{mismatched} with different values, of {count:,}"
-        )
+        problems.append(f"host_detections: {missing} missing, {extra} not in the ground truth, "
+                        f"{mismatched} with different values, of {count:,}")
     return problems
 
 
@@ -180,13 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detections-per-host", type=float, default=50)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--host-batch-size", type=int, default=1000)
-    parser.add_argument(
-        "--fault",
-        action="append",
-        default=[],
-        metavar="NAME=P",
-        help=f"replaces the default faults {DEFAULT_FAULTS}",
-    )
+    parser.add_argument("--fault", action="append", default=[], metavar="NAME=P",
+                        help=f"replaces the default faults {DEFAULT_FAULTS}")
     parser.add_argument("--no-faults", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -198,35 +176,20 @@ def main(argv: list[str] | None = None) -> int:
         faults = {}
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tap-qualys-load-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    options = {
-        "hosts": args.hosts,
-        "seed": args.seed,
-        "detections_per_host": args.detections_per_host,
-    }
+    options = {"hosts": args.hosts, "seed": args.seed,
+               "detections_per_host": args.detections_per_host}
     print(f"workdir {workdir}; simulator {options}; faults {faults}", file=sys.stderr)
 
-    with SimulatorProcess(
-        **options,
-        fault=[f"{k}={v}" for k, v in faults.items()],
-        slow_first_byte_sec=1,
-        startup_timeout=120,
-    ) as sim:
+    with SimulatorProcess(**options, fault=[f"{k}={v}" for k, v in faults.items()],
+                          slow_first_byte_sec=1, startup_timeout=120) as sim:
         if "conflict_1965" in faults:
             # Each injected 1965 asks for 5 s; two prove ToWait is honoured at scale.
             sim.configure(fault_budget={"conflict_1965": 2})
-        outcome = run_pipeline(
-            workdir,
-            {
-                "username": sim.username,
-                "password": sim.password,
-                "api_server": sim.url,
-                "gateway_url": sim.url,
-                "host_batch_size": args.host_batch_size,
-                "retry_backoff_seconds": 0.5,
-                "max_retries": 10,
-            },
-            VM_STREAMS,
-        )
+        outcome = run_pipeline(workdir, {
+            "username": sim.username, "password": sim.password, "api_server": sim.url,
+            "gateway_url": sim.url, "host_batch_size": args.host_batch_size,
+            "retry_backoff_seconds": 0.5, "max_retries": 10,
+        }, VM_STREAMS)
         load_average = os.getloadavg()
         stats = sim.stats()
         log = (workdir / "tap.stderr").read_text(errors="replace")
@@ -250,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         check_seconds = time.perf_counter() - checked
 
     connection = sqlite3.connect(database)
-    rows = {s: connection.execute(f'SELECT COUNT(*) FROM "{s}"').fetchone()[0] for s in VM_STREAMS}
+    rows = {s: connection.execute(f'SELECT COUNT(*) FROM "{s}"').fetchone()[0]
+            for s in VM_STREAMS}
     connection.close()
     counts = retries_from_log(log)
     table = [
@@ -258,27 +222,17 @@ def main(argv: list[str] | None = None) -> int:
         ("rows loaded", ", ".join(f"{s} {n:,}" for s, n in rows.items())),
         ("wall time, full sync", f"{outcome.seconds:,.0f} s"),
         ("detections per second", f"{rows['host_detections'] / outcome.seconds:,.0f}"),
-        (
-            "peak RSS tap / target",
-            f"{outcome.peak_rss_mib['tap']:,.0f} MiB / {outcome.peak_rss_mib['target']:,.0f} MiB",
-        ),
-        (
-            "CPU time tap / target",
-            f"{outcome.cpu_seconds['tap']:,.0f} s / {outcome.cpu_seconds['target']:,.0f} s",
-        ),
-        (
-            "machine load average (1/5/15 min) as the sync ended",
-            " / ".join(f"{x:.1f}" for x in load_average),
-        ),
+        ("peak RSS tap / target", f"{outcome.peak_rss_mib['tap']:,.0f} MiB / "
+                                  f"{outcome.peak_rss_mib['target']:,.0f} MiB"),
+        ("CPU time tap / target", f"{outcome.cpu_seconds['tap']:,.0f} s / "
+                                  f"{outcome.cpu_seconds['target']:,.0f} s"),
+        ("machine load average (1/5/15 min) as the sync ended",
+         " / ".join(f"{x:.1f}" for x in load_average)),
         ("requests / retries (tap)", f"{counts['requests']:,} / {counts['retries']:,}"),
-        (
-            "faults injected",
-            ", ".join(f"{k} {v}" for k, v in sorted(stats["faults"].items())) or "none",
-        ),
-        (
-            "ToWait honoured / violated",
-            f"{stats['towait']['honoured']} / {stats['towait']['violated']}",
-        ),
+        ("faults injected", ", ".join(f"{k} {v}" for k, v in sorted(stats["faults"].items()))
+         or "none"),
+        ("ToWait honoured / violated", f"{stats['towait']['honoured']} / "
+                                       f"{stats['towait']['violated']}"),
         ("peak parallel detection calls", str(stats["peak_concurrency"].get("host_detection"))),
         ("ground truth", "equal" if not problems else "; ".join(problems)[:500]),
         ("ground-truth check time", f"{check_seconds:,.0f} s"),

@@ -25,24 +25,13 @@ MARK = b"<DETECTION>"
 
 def fetch(sim: SimulatorProcess, ids: str, show_results: bool) -> tuple[int, int]:
     """(detections, bytes) of one batch, streamed."""
-    data = {
-        "action": "list",
-        "ids": ids,
-        "truncation_limit": "0",
-        "status": "New,Active,Re-Opened,Fixed",
-        "show_igs": "1",
-        "show_results": "1" if show_results else "0",
-        "show_qds": "1",
-    }
+    data = {"action": "list", "ids": ids, "truncation_limit": "0",
+            "status": "New,Active,Re-Opened,Fixed", "show_igs": "1",
+            "show_results": "1" if show_results else "0", "show_qds": "1"}
     for _ in range(20):
-        with requests.post(
-            sim.url + HLD,
-            data=data,
-            auth=(sim.username, sim.password),
-            headers={"X-Requested-With": "benchmark"},
-            stream=True,
-            timeout=600,
-        ) as response:
+        with requests.post(sim.url + HLD, data=data, auth=(sim.username, sim.password),
+                           headers={"X-Requested-With": "benchmark"}, stream=True,
+                           timeout=600) as response:
             if response.status_code == 409:
                 time.sleep(0.2)
                 continue
@@ -54,7 +43,7 @@ def fetch(sim: SimulatorProcess, ids: str, show_results: bool) -> tuple[int, int
                 block = tail + chunk
                 count += block.count(MARK)
                 # Keep a short tail so a mark split across chunks is counted once.
-                tail = block[-(len(MARK) - 1) :]
+                tail = block[-(len(MARK) - 1):]
                 count -= tail.count(MARK)
             return count, size
     raise RuntimeError(f"batch {ids} kept getting 409")
@@ -69,13 +58,8 @@ def main() -> None:
     parser.add_argument("--no-results", action="store_true", help="show_results=0")
     args = parser.parse_args()
 
-    with SimulatorProcess(
-        hosts=args.hosts,
-        seed=1,
-        detections_per_host=args.detections_per_host,
-        concurrency_limit=args.workers,
-        startup_timeout=120,
-    ) as sim:
+    with SimulatorProcess(hosts=args.hosts, seed=1, detections_per_host=args.detections_per_host,
+                          concurrency_limit=args.workers, startup_timeout=120) as sim:
         process = psutil.Process(sim.pid)
         peak = [process.memory_info().rss]
         done = threading.Event()
@@ -102,16 +86,12 @@ def main() -> None:
 
     # CPU seconds of the simulator make the rate comparable on a busy machine.
     cpu_seconds = cpu.user + cpu.system
-    print(
-        "| hosts | detections | MB served | seconds | detections/s | MB/s "
-        "| simulator CPU s | detections/CPU-s | simulator peak RSS |"
-    )
+    print("| hosts | detections | MB served | seconds | detections/s | MB/s "
+          "| simulator CPU s | detections/CPU-s | simulator peak RSS |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(
-        f"| {args.hosts:,} | {detections:,} | {size / 1e6:,.0f} | {elapsed:,.1f} | "
-        f"{detections / elapsed:,.0f} | {size / 1e6 / elapsed:,.1f} | {cpu_seconds:,.0f} | "
-        f"{detections / cpu_seconds:,.0f} | {peak[0] / 2**20:,.0f} MB |"
-    )
+    print(f"| {args.hosts:,} | {detections:,} | {size / 1e6:,.0f} | {elapsed:,.1f} | "
+          f"{detections / elapsed:,.0f} | {size / 1e6 / elapsed:,.1f} | {cpu_seconds:,.0f} | "
+          f"{detections / cpu_seconds:,.0f} | {peak[0] / 2**20:,.0f} MB |")
 
 
 if __name__ == "__main__":
