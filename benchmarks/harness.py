@@ -47,6 +47,8 @@ class Size:
     # Postgres needs target-postgres from PyPI (installed once into the cache); smoke stays
     # offline and fast with target-sqlite per process.
     scale_postgres: bool
+    # 7: purge sweep (full host-id list) vs an incremental hosts run
+    sweep_hosts: int
     repeat: int
 
 
@@ -65,6 +67,7 @@ SIZES = {
         scale_hosts=100,
         scale_detections_per_host=5,
         scale_postgres=False,
+        sweep_hosts=2_000,
         repeat=1,
     ),
     "full": Size(
@@ -81,6 +84,7 @@ SIZES = {
         scale_hosts=1000,
         scale_detections_per_host=20,
         scale_postgres=True,
+        sweep_hosts=100_000,
         repeat=3,
     ),
 }

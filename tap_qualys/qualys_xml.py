@@ -607,6 +607,8 @@ class _Layout:
     #: A QPS ServiceResponse (camelCase elements, responseCode, hasMoreRecords/lastId paging)
     #: instead of a VM API document with a RESPONSE element.
     qps: bool = False
+    #: Host List ``details=None``: records are the ID_SET's ID / ID_RANGE elements.
+    id_set: bool = False
 
 
 class XMLPage(Iterator[Record]):
@@ -701,6 +703,8 @@ class XMLPage(Iterator[Record]):
         qps = layout.qps
         if qps:
             tags = [record_tag, *_QPS_ELEMENTS, layout.root]
+        if layout.id_set:
+            tags += ["ID", "ID_RANGE", "HOST"]
         # Host List Detection: the HOST block's fields that detections carry as host_<field>
         # (OS_CPE is in no other answer; TAGS only when show_tags=1 was sent).
         host_fields: dict[str, Field] = {}
@@ -757,7 +761,14 @@ class XMLPage(Iterator[Record]):
                     if qps and tag in _QPS_ELEMENTS:
                         self._qps_element(element)
                         continue
-                    if tag == record_tag:
+                    if layout.id_set and tag in _ID_SET_TAGS:
+                        if tag in ("ID", "ID_RANGE"):
+                            parent = element.getparent()
+                            if parent is not None and parent.tag in ("ID_SET", "HOST"):
+                                yield _id_range(element)
+                        else:
+                            _discard(element)
+                    elif tag == record_tag:
                         if qps:
                             parent = element.getparent()
                             if parent is None or parent.tag != "data":
@@ -947,6 +958,30 @@ class XMLPage(Iterator[Record]):
         return QualysXMLError(f"Qualys XML rejected, {reason} near line {line}: {message}")
 
 
+_ID_SET_TAGS: Final = frozenset({"ID", "ID_RANGE", "ID_SET", "HOST"})
+#: The widest ID_RANGE taken: no subscription has more hosts, and a damaged range such as
+#: ``1-999999999`` must fail rather than expand into a billion ids.
+MAX_ID_RANGE: Final = 10_000_000
+
+
+def _id_range(element: etree._Element) -> Record:
+    """``<ID>5</ID>`` -> ``{"first": 5, "id": 5}``; ``<ID_RANGE>5-9</ID_RANGE>`` -> 5 and 9.
+
+    ``id`` is the range's last id: the paging key that tells a page brought new ids.
+    """
+    text = (element.text or "").strip()
+    first, sep, last = text.partition("-") if element.tag == "ID_RANGE" else (text, "-", text)
+    if not (sep and first.isdigit() and last.isdigit() and first.isascii() and last.isascii()):
+        msg = f"<{element.tag}> is not a host id{' range' * (element.tag == 'ID_RANGE')}: "
+        raise QualysXMLError(msg + _preview(text))
+    low, high = int(first), int(last)
+    if not low <= high < low + MAX_ID_RANGE:
+        msg = f"<{element.tag}> {text} is not an ascending range of at most {MAX_ID_RANGE:,} ids"
+        raise QualysXMLError(msg)
+    _discard(element)
+    return {"first": low, "id": high}
+
+
 def _is_fatal(entry: etree._LogEntry) -> bool:
     return bool(
         entry.level >= etree.ErrorLevels.ERROR
@@ -999,6 +1034,12 @@ def parse_knowledge_base(chunks: Iterable[bytes]) -> XMLPage:
 def parse_host_list(chunks: Iterable[bytes]) -> XMLPage:
     """One record per HOST of a Host List ``action=list`` response."""
     return XMLPage(chunks, _Layout("hosts", "HOST_LIST_OUTPUT", "HOST", False))
+
+
+def parse_host_id_set(chunks: Iterable[bytes]) -> XMLPage:
+    """One record per ID / ID_RANGE of a Host List ``details=None`` answer (its ID_SET):
+    ``{"first": <first id>, "id": <last id>}``. HOST elements with an ID are taken as well."""
+    return XMLPage(chunks, _Layout("hosts", "HOST_LIST_OUTPUT", "ID_SET", False, id_set=True))
 
 
 def parse_host_list_detection(

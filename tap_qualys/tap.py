@@ -343,6 +343,33 @@ VM_SETTINGS = [
         ),
     ),
     th.Property(
+        "purge_sweep",
+        th.BooleanType,
+        default=True,
+        title="Purge sweep",
+        description=(
+            "Compare the full list of host ids (Host List details=None, ids only) with the "
+            "previous run's and emit a tombstone (_sdc_deleted_at) for every host Qualys purged."
+        ),
+    ),
+    th.Property(
+        "purge_sweep_interval_hours",
+        th.NumberType(minimum=0),
+        default=0,
+        title="Purge sweep interval",
+        description=("Hours (on Qualys' clock) between two purge sweeps; 0 sweeps on every run."),
+    ),
+    th.Property(
+        "purge_sweep_max_fraction",
+        th.NumberType(minimum=0, maximum=1),
+        default=0.5,
+        title="Purge sweep maximum fraction",
+        description=(
+            "A sweep that finds more than this share of the previously seen hosts gone deletes "
+            "nothing and warns (an empty or wrong answer looks like a mass purge); 1 allows any."
+        ),
+    ),
+    th.Property(
         "kb_overlap_days",
         th.IntegerType(minimum=0),
         default=30,

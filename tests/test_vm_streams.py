@@ -123,7 +123,8 @@ def test_full_then_incremental_sync(world: SimulatorProcess) -> None:
     assert statuses["Fixed"] > 0  # Fixed is fetched by default
     state = states[-1]
     run_start = world.admin_get("/admin/clock")["now"]
-    assert state["bookmarks"]["hosts"] == {"vm_processed_after": run_start}
+    assert state["bookmarks"]["hosts"]["vm_processed_after"] == run_start
+    assert state["bookmarks"]["hosts"]["purge_sweep"]["count"] == len(first["hosts"])
     kb_bookmark = state["bookmarks"]["knowledge_base"]["replication_key_value"]
 
     change = world.advance(86400)
@@ -135,8 +136,12 @@ def test_full_then_incremental_sync(world: SimulatorProcess) -> None:
     }
     assert rescanned  # the advance rescanned some hosts
     assert len(rescanned) < len(hosts_now)
-    assert {r["id"] for r in second["hosts"]} == rescanned
-    assert set(change["purged_host_ids"]).isdisjoint(r["id"] for r in second["hosts"])
+    live = [r for r in second["hosts"] if not r["_sdc_deleted_at"]]
+    assert {r["id"] for r in live} == rescanned
+    assert set(change["purged_host_ids"]).isdisjoint(r["id"] for r in live)
+    # The purged hosts come as tombstones (tests/test_purges.py has the details).
+    deleted = [r for r in second["hosts"] if r["_sdc_deleted_at"]]
+    assert sorted(r["id"] for r in deleted) == change["purged_host_ids"]
     # Each rescanned host comes with all its detections, including the ones just fixed.
     assert_matches_truth(
         second["host_detections"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import typing as t
 from datetime import timedelta
 from functools import cached_property
@@ -13,11 +14,12 @@ from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
 
-from tap_qualys import bookmarks, qualys_xml, schemas
+from tap_qualys import bookmarks, purges, qualys_xml, schemas
 from tap_qualys.casting import format_utc, parse_utc
 from tap_qualys.client import CHUNK_SIZE, FetchedPage, QualysVMStream, TruncationPaginator
 from tap_qualys.concurrency import ConcurrencyLimit, OrderedPipeline
 from tap_qualys.emit import EncodedRecord, record_line_parts
+from tap_qualys.errors import QualysAPIError
 from tap_qualys.streams.tags import TagsStream, tag_filters
 
 if sys.version_info >= (3, 12):
@@ -36,6 +38,10 @@ SCHEMAS = SchemaDirectory(schemas)
 
 def _flag(value: object) -> int:
     return 1 if value else 0
+
+
+#: The context of the purge sweep's requests (Host List ``details=None``).
+SWEEP_CONTEXT: Context = {"purge_sweep": True}
 
 
 class KnowledgeBaseStream(QualysVMStream):
@@ -140,14 +146,21 @@ class HostsStream(QualysVMStream):
         super().__init__(*args, **kwargs)
         self._host_ids: list[int] = []
         self._last_record = False
+        self._sweeping = False
 
     @override
     def parse_response(self, response: requests.Response) -> qualys_xml.XMLPage:
+        if self._sweeping:
+            return qualys_xml.parse_host_id_set(response.iter_content(CHUNK_SIZE))
         return qualys_xml.parse_host_list(response.iter_content(CHUNK_SIZE))
 
     @override
     def qualys_params(self, context: Context | None) -> dict[str, t.Any]:
         config = self.config
+        if context and context.get("purge_sweep"):
+            # Ids only, every host of the id range: no tag filter, so a host that just lost a
+            # tag is never taken for purged (purges.scope_of).
+            return {"details": "None", "truncation_limit": 0, **purges.scope_of(config)}
         cloud = config.get("show_cloud_metadata", True)
         trurisk = config.get("show_trurisk", True)
         return {
@@ -231,9 +244,91 @@ class HostsStream(QualysVMStream):
         elif server_time:
             self.stream_state[self.bookmark_key] = server_time
             self.state_manager.is_flushed = False
+        yield from self._purge_sweep(server_time)
         self.log_summary()
         if detections := self.detections:
             detections.log_summary()
+
+    def _purge_sweep(self, server_time: str | None) -> Iterator[Record]:
+        """Tombstones of the hosts Qualys purged since the last sweep (see ``purges``).
+
+        Runs after every host and detection of the run is out, when ``purge_sweep`` is on and
+        ``purge_sweep_interval_hours`` have passed on Qualys' clock. Fails closed: a sweep that
+        errs or is cut off (after the usual retries) deletes nothing and keeps the previous id
+        list, so the next run sweeps again; the run itself goes on.
+        """
+        config = self.config
+        if not config.get("purge_sweep", True) or server_time is None:
+            return
+        if not self.mask.get(("properties", "_sdc_deleted_at"), True):
+            # A tombstone without its _sdc_deleted_at would reach the target as a record of
+            # nulls and overwrite the host: no sweep when the catalog deselects it.
+            self.logger.warning(
+                "hosts: purge sweep skipped: the catalog deselects _sdc_deleted_at, which "
+                "tombstones need (select it, or set purge_sweep: false)"
+            )
+            return
+        previous = self.stream_state.get(purges.STATE_KEY)
+        interval = float(config.get("purge_sweep_interval_hours", 0))
+        if not purges.due(previous, parse_utc(server_time), interval):
+            self.logger.info(
+                "hosts: purge sweep not due (last at %s, every %g h)",
+                previous.get("swept_at") if previous else None,
+                interval,
+            )
+            return
+        started = time.monotonic()
+        try:
+            current, swept_at = self._sweep_ids()
+            verdict = purges.judge(
+                previous,
+                current,
+                scope=purges.scope_of(config),
+                swept_at=swept_at,
+                max_fraction=float(
+                    config.get("purge_sweep_max_fraction", purges.DEFAULT_MAX_FRACTION)
+                ),
+            )
+        except QualysAPIError as exc:
+            self.logger.warning(
+                "hosts: purge sweep failed, no host marked deleted this run (the next run "
+                "sweeps again): %s",
+                exc,
+            )
+            return
+        log = self.logger.warning if verdict.refused or verdict.warn else self.logger.info
+        log("%s (%.1f s)", verdict.message, time.monotonic() - started)
+        for host_id in verdict.vanished:
+            yield {"id": host_id, "_sdc_deleted_at": swept_at}
+        self.stream_state[purges.STATE_KEY] = verdict.state
+        self.state_manager.is_flushed = False
+
+    def _sweep_ids(self) -> tuple[list[int], str]:
+        """Every host id of the scope (Host List ``details=None``), and Qualys' time of it.
+
+        Every page must parse completely (``fetch``), and a truncated answer is followed to its
+        end, so the list is either complete or an exception.
+        """
+        paginator = TruncationPaginator(self.logger, f"{self.label} (purge sweep)")
+        ids: list[int] = []
+        swept_at: str | None = None
+        self._sweeping = True
+        try:
+            while not paginator.finished:
+                page = self.fetch(self.prepare(SWEEP_CONTEXT, paginator.current_value))
+                swept_at = swept_at or page.response_datetime
+                try:
+                    for record in page.records:
+                        ids.extend(range(record["first"], record["id"] + 1))
+                finally:
+                    page.records.close()
+                paginator.advance(page)
+        finally:
+            self._sweeping = False
+        if swept_at is None:
+            msg = f"{self.label} (purge sweep) failed: the answer had no RESPONSE DATETIME"
+            raise QualysAPIError(msg)
+        return ids, swept_at
 
     @override
     def generate_child_contexts(
@@ -242,7 +337,8 @@ class HostsStream(QualysVMStream):
         context: Context | None,
     ) -> Iterable[Context | None]:
         detections = self.detections
-        if detections is None:
+        if detections is None or record.get("_sdc_deleted_at"):
+            # A tombstone has no detections to fetch: the target cascades its delete.
             return
         # A host that a stream map filters out (``__filter__``) is dropped with its detections:
         # the SDK does not sync the children of a filtered record, and a filter on hosts means

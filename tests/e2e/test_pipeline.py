@@ -87,19 +87,44 @@ def test_target_sqlite_then_incremental(pipeline: Pipeline, tmp_path: Path) -> N
     assert newly_fixed, "no detection went to Fixed between the runs"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="purged hosts are not detected yet: needs a periodic full "
-    "host-id comparison (docs/qualys-api.md section 6)",
-)
+def live(loaded: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The rows not deleted: ``_sdc_deleted_at`` null (or no such column)."""
+    return {
+        stream: [row for row in rows if not row.get("_sdc_deleted_at")]
+        for stream, rows in loaded.items()
+    }
+
+
+def purge_between_runs(pipeline: Pipeline) -> set[int]:
+    """Purge hosts as Qualys does (a purge rule during an advance, and one by hand)."""
+    advanced = pipeline.sim.advance(86400, purge=2)
+    live_ids = sorted(r["ID"] for r in pipeline.sim.ground_truth("hosts"))
+    by_hand = pipeline.sim.purge(live_ids[:1])
+    purged = set(pipeline.sim.purged_host_ids())
+    assert purged == {*advanced["purged_host_ids"], *by_hand}
+    assert len(purged) == 3
+    return purged
+
+
 @pytest.mark.parametrize("sim", [{"hosts": 20, "policies": 2}], indirect=True)
 def test_target_sqlite_incremental_with_purges(pipeline: Pipeline, tmp_path: Path) -> None:
     database = tmp_path / "qualys.db"
     pipeline.env["TARGET_SQLITE_DATABASE"] = str(database)
     pipeline.run("tap-qualys", "target-sqlite")
-    pipeline.sim.advance(86400, purge=2)
+    before = sqlite_loaded(database)
+    purged = purge_between_runs(pipeline)
     pipeline.run("tap-qualys", "target-sqlite")
-    assert_matches_ground_truth(pipeline.sim, sqlite_loaded(database))
+    loaded = sqlite_loaded(database)
+    # Live rows are exactly the ground truth: the purged hosts and their detections are not.
+    assert_matches_ground_truth(pipeline.sim, live(loaded))
+    # Soft delete: the purged hosts' rows are still there, marked, their other columns kept.
+    deleted_hosts = {r["id"]: r for r in loaded["hosts"] if r["_sdc_deleted_at"]}
+    assert set(deleted_hosts) == purged
+    old_hosts = {r["id"]: r for r in before["hosts"]}
+    assert all(deleted_hosts[i]["ip"] == old_hosts[i]["ip"] for i in purged)
+    detections = [r for r in loaded["host_detections"] if r["host_id"] in purged]
+    assert detections, "the purged hosts had no detections: the cascade is not tested"
+    assert all(r["_sdc_deleted_at"] for r in detections)
 
 
 def test_target_postgres_incremental(
@@ -123,10 +148,52 @@ def test_target_postgres_incremental(
             connection.close()
 
     pipeline.run("tap-qualys", "target-postgres")
-    assert_matches_ground_truth(pipeline.sim, loaded())
+    assert_matches_ground_truth(pipeline.sim, live(loaded()))
     pipeline.sim.advance(86400, purge=0)
     pipeline.run("tap-qualys", "target-postgres")
-    assert_matches_ground_truth(pipeline.sim, loaded())
+    assert_matches_ground_truth(pipeline.sim, live(loaded()))
+
+
+@pytest.mark.parametrize("sim", [{"hosts": 20, "policies": 2}], indirect=True)
+def test_target_postgres_purged_hosts(
+    pipeline: Pipeline, postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    pipeline.env.update(
+        TARGET_POSTGRES_HOST=postgres_server.host,
+        TARGET_POSTGRES_PORT=str(postgres_server.port),
+        TARGET_POSTGRES_USER=postgres_server.user,
+        TARGET_POSTGRES_PASSWORD=postgres_server.password,
+        TARGET_POSTGRES_DATABASE=postgres_database,
+    )
+
+    def loaded() -> dict[str, list[dict]]:
+        connection = postgres_server.connect(postgres_database)
+        try:
+            return {
+                stream: postgres_rows(connection, POSTGRES_SCHEMA, stream) for stream in STREAMS
+            }
+        finally:
+            connection.close()
+
+    pipeline.run("tap-qualys", "target-postgres")
+    purged = purge_between_runs(pipeline)
+    pipeline.run("tap-qualys", "target-postgres")
+    rows = loaded()
+    # Stock target-postgres upserts a tombstone like any record: the row stays, with
+    # _sdc_deleted_at set (add_record_metadata) and its other columns null; hard_delete acts on
+    # ACTIVATE_VERSION only. Live rows (_sdc_deleted_at null) are the ground truth.
+    deleted = {r["id"]: r for r in rows["hosts"] if r["_sdc_deleted_at"] is not None}
+    assert set(deleted) == purged
+    assert all(r["ip"] is None for r in deleted.values())
+    # The detections of a purged host stay live in this loader (no cascade): readers keep only
+    # those of live hosts, as the dbt staging models do.
+    live_rows = live(rows)
+    live_hosts = {r["id"] for r in live_rows["hosts"]}
+    assert {r["host_id"] for r in rows["host_detections"]} & purged
+    live_rows["host_detections"] = [
+        r for r in rows["host_detections"] if r["host_id"] in live_hosts
+    ]
+    assert_matches_ground_truth(pipeline.sim, live_rows)
 
 
 @pytest.mark.skipif(

@@ -108,3 +108,16 @@ def detection_records(roots: list[etree._Element]) -> list[dict[str, Any]]:
 def host_ids(roots: list[etree._Element]) -> list[int]:
     return [int(h.findtext("ID") or 0)
             for root in roots for h in root.iterfind("RESPONSE/HOST_LIST/HOST")]
+
+
+def id_set_ids(root: etree._Element) -> list[int]:
+    """Every id of an ID_SET answer, ranges expanded."""
+    ids: list[int] = []
+    for element in root.iterfind("RESPONSE/ID_SET/*"):
+        text = (element.text or "").strip()
+        if element.tag == "ID":
+            ids.append(int(text))
+        else:
+            first, last = (int(part) for part in text.split("-"))
+            ids.extend(range(first, last + 1))
+    return ids

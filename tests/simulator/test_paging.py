@@ -15,6 +15,7 @@ from tests.simulator.helpers import (
     detection_records,
     follow,
     host_ids,
+    id_set_ids,
     xml,
 )
 
@@ -51,12 +52,12 @@ def test_warning_url_repeats_params_with_id_min_last(sim: SimulatorProcess) -> N
 def test_warning_url_adds_default_truncation_limit() -> None:
     with SimulatorProcess(hosts=1003, seed=2, detections_per_host=0.5) as big:
         root = xml(call(big, HL, {"details": "None"}))
-        assert len(root.findall("RESPONSE/HOST_LIST/HOST")) == 1000
+        assert len(id_set_ids(root)) == 1000
         url = root.findtext("RESPONSE/WARNING/URL") or ""
         assert "truncation_limit=1000" in url
         assert url.split("&")[-1].startswith("id_min=")
         rest = xml(call(big, HL, {"details": "None", "id_min": url.rsplit("=", 1)[1]}))
-        assert len(rest.findall("RESPONSE/HOST_LIST/HOST")) == 3
+        assert len(id_set_ids(rest)) == 3
         assert rest.find("RESPONSE/WARNING") is None
 
 

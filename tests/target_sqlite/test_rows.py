@@ -123,7 +123,7 @@ def test_without_validation_only_types_are_checked() -> None:
         {"properties": {"id": {"type": "integer"}, "x": {"anyOf": [{"type": "string"}]}}},
         {"properties": {"id": {"type": "integer"}}, "additionalProperties": {"type": "string"}},
         {"properties": {"id": {"type": "integer"}}, "patternProperties": {"^x": {}}},
-        {"properties": {"id": {"type": "integer"}, "_sdc_deleted_at": {"type": "string"}}},
+        {"properties": {"id": {"type": "integer"}, "_sdc_extracted_at": {"type": "string"}}},
         {"properties": {"id": {"type": "integer"}, "o": {"type": "object", "minProperties": 1}}},
         {"properties": {}},
     ],

@@ -139,6 +139,8 @@ class SimulatorApp:
             "GET /admin/clock": lambda _r, _p: {"now": fmt(self.world.clock.now()),
                                                 "epoch": self.world.epoch},
             "GET /admin/ground-truth": self._ground_truth,
+            "POST /admin/purge": self._purge,
+            "GET /admin/purged": lambda _r, _p: {"host_ids": self.world.purged_host_ids()},
             "GET /admin/inject": lambda _r, _p: self.injector.snapshot(),
             "POST /admin/inject": lambda _r, payload: self.injector.configure(payload),
         }
@@ -170,6 +172,12 @@ class SimulatorApp:
         return {"now": fmt(self.world.clock.now()), "epoch": epoch.number,
                 "purged_host_ids": sorted(self.world.host_id_of(i) for i in epoch.purged),
                 "new_hosts": epoch.new_hosts, "new_qids": epoch.kb_new}
+
+    def _purge(self, _req: Request, payload: dict[str, Any]) -> dict[str, Any]:
+        ids = payload.get("host_ids")
+        if not isinstance(ids, list) or not all(type(i) is int for i in ids):
+            raise TypeError("host_ids must be a list of integers")
+        return {"purged_host_ids": self.world.purge(ids)}
 
     def _ground_truth(self, req: Request, _payload: dict[str, Any]) -> dict[str, Any]:
         stream = req.query.get("stream")

@@ -148,3 +148,11 @@ class SimulatorProcess:
         if stream is None:
             return self.admin_get("/admin/ground-truth")
         return self.admin_get(f"/admin/ground-truth?stream={stream}")["records"]
+
+    def purge(self, host_ids: list[int]) -> list[int]:
+        """POST /admin/purge: purge these hosts now; returns the ids purged."""
+        return list(self.admin_post("/admin/purge", {"host_ids": host_ids})["purged_host_ids"])
+
+    def purged_host_ids(self) -> list[int]:
+        """GET /admin/purged: every host id purged so far (ground truth of deletes)."""
+        return list(self.admin_get("/admin/purged")["host_ids"])

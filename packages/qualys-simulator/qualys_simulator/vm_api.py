@@ -62,6 +62,14 @@ def _tag_set(values: dict[str, object], name: str) -> set[str] | None:
     return {t.strip() for t in str(raw).split(",") if t.strip()}
 
 
+# Parameters that never filter hosts by anything but their id (output switches, paging).
+_ID_ONLY_PARAMS = frozenset({
+    "action", "details", "truncation_limit", "ids", "id_min", "id_max", "echo_request",
+    "show_asset_id", "show_tags", "show_cloud_tags", "host_metadata", "show_trurisk",
+    "show_trurisk_factors", "show_ars", "show_ars_factors", "output_format",
+})
+
+
 class HostFilter:
     """Host-level filters shared by Host List and Host List Detection."""
 
@@ -90,6 +98,10 @@ class HostFilter:
         if self.id_max is not None and host_id > int(self.id_max):  # type: ignore[call-overload]
             return True
         return bool(self.ids) and host_id > self.ids[-1][1]  # type: ignore[index]
+
+    def matches_ids_only(self) -> bool:
+        """Whether only id filters (ids, id_min, id_max) apply: no host needs generating."""
+        return set(self.v) <= _ID_ONLY_PARAMS
 
     def matches(self, host: Host) -> bool:  # noqa: PLR0911 - one early return per filter
         """Whether ``host`` passes every host filter of the request."""
@@ -598,6 +610,9 @@ class VMAPI:
         det_filter = DetectionFilter(values, now) if detections else None
         options = host_options(values)
         world = self.world
+        if not detections and options.details == "None":
+            head = vm_xml.document_head(root, dtd if self.config.doctype else None, now, echo)
+            return self._id_set(req, host_filter, limit, head, root)
         delay = self.faults.record_delay_sec
 
         def records() -> Iterator[tuple[Host, list[Detection]]]:
@@ -636,6 +651,40 @@ class VMAPI:
                 if opened:
                     yield "    </HOST_LIST>\n"
             self.stats.records(endpoint, count)
+            yield f"  </RESPONSE>\n</{root}>\n"
+
+        return generate()
+
+    def _id_set(self, req: Request, host_filter: HostFilter, limit: int, head: str,
+                root: str) -> Iterator[str]:
+        """A ``details=None`` Host List: the matching ids as one ID_SET (doc §6), paged like
+        HOST elements (``truncation_limit`` counts ids; 0 = all in one answer)."""
+        ids = self.world.host_ids()
+        # Only id filters: a host is never generated, so a full id list stays cheap.
+        plain = host_filter.matches_ids_only()
+
+        def generate() -> Iterator[str]:
+            yield head
+            page: list[int] = []
+            next_id: int | None = None
+            for host_id in ids[bisect.bisect_left(ids, host_filter.start_id()):]:
+                if host_filter.past_end(host_id):
+                    break
+                if not plain:
+                    host = self.world.host(host_id)
+                    if host is None or not host_filter.matches(host):
+                        continue
+                elif host_filter.ids is not None and not _in_ranges(host_filter.ids, host_id):
+                    continue
+                if limit and len(page) >= limit:
+                    next_id = host_id
+                    break
+                page.append(host_id)
+            if page:
+                yield vm_xml.id_set(page)
+            if next_id is not None:
+                yield vm_xml.warning(limit, self._next_url(req, limit, next_id))
+            self.stats.records("host_list", len(page))
             yield f"  </RESPONSE>\n</{root}>\n"
 
         return generate()

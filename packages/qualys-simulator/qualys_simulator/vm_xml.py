@@ -166,6 +166,33 @@ class HostOptions:
         self.mitre_attack_details = False
 
 
+def id_set(ids: Iterable[int]) -> str:
+    """The ID_SET of a ``details=None`` Host List: one ID per lone id, ID_RANGE for runs.
+
+    ``ids`` ascend. A run of consecutive ids is written ``<ID_RANGE>first-last</ID_RANGE>``, as
+    Qualys compresses its id lists (host_list_output.dtd: ``ID_SET ((ID|ID_RANGE)+)``).
+    """
+    parts = ["    <ID_SET>\n"]
+    first = last = None
+    for host_id in ids:
+        if last is not None and host_id == last + 1:
+            last = host_id
+            continue
+        if first is not None:
+            parts.append(_id_or_range(first, last))  # type: ignore[arg-type]
+        first = last = host_id
+    if first is not None:
+        parts.append(_id_or_range(first, last))  # type: ignore[arg-type]
+    parts.append("    </ID_SET>\n")
+    return "".join(parts)
+
+
+def _id_or_range(first: int, last: int) -> str:
+    if first == last:
+        return f"      <ID>{first}</ID>\n"
+    return f"      <ID_RANGE>{first}-{last}</ID_RANGE>\n"
+
+
 def host_list_host(host: Host, o: HostOptions) -> str:
     """One HOST element of a Host List answer."""
     style = host.index % 3

@@ -216,6 +216,24 @@ class World:
             hook(self, epoch)
         return epoch
 
+    def purge(self, host_ids: Iterable[int]) -> list[int]:
+        """Purge live hosts now (as a user's purge does), without moving the clock.
+
+        They vanish from every later Host List and Host List Detection answer, with their
+        detections. Returns the ids purged, ascending; unknown or already purged ids are skipped.
+        """
+        with self._lock:
+            indices = {i for i in map(self.index_of_host, host_ids) if i is not None}
+            self._purged |= indices
+            self._host_ids_cache = None
+        return sorted(self.host_id_of(i) for i in indices)
+
+    def purged_host_ids(self) -> list[int]:
+        """Every host id purged so far (by advances or ``purge``), ascending: the ground truth of
+        what a destination must mark deleted, hosts and all their detections."""
+        with self._lock:
+            return sorted(self.host_id_of(i) for i in self._purged)
+
     # ---- hosts ------------------------------------------------------------------------------
     def _created_epoch(self, index: int) -> Epoch | None:
         if index < self.options.hosts:

@@ -20,6 +20,7 @@ import typing as t
 
 import msgspec
 
+from target_qualys_sqlite.deletes import DELETED_AT
 from target_qualys_sqlite.validation import ANNOTATIONS, compile_check
 
 Row: t.TypeAlias = tuple[t.Any, ...]
@@ -70,7 +71,8 @@ def _in_subset(schema: dict[str, t.Any]) -> bool:
         and isinstance(properties, dict)
         and bool(properties)
         # The SDK strips these from records when it does not add them: the generic path's job.
-        and not any(name.startswith("_sdc_") for name in properties)
+        # Except _sdc_deleted_at, a column of its own here (see compile_row_decoder).
+        and not any(name.startswith("_sdc_") and name != DELETED_AT for name in properties)
     )
 
 
@@ -127,6 +129,12 @@ def compile_row_decoder(
         field_type: t.Any = t.Union[tuple(_TYPES[n] for n in names)]  # noqa: UP007
         var = f"x{index}"
         body: list[str] = []
+        if name == DELETED_AT:
+            # Null only: a tombstone (a date here) fails the decode, so it takes the generic
+            # path, where the target applies it as a delete (deletes.py), never as an upsert.
+            fields.append((var, None, None))
+            rename[var] = name
+            continue
         # Fields that must be present have no default: msgspec rejects the record without them.
         # An absent nullable field is a null column, as in the generic path; an absent
         # non-nullable one is UNSET here (msgspec would reject a null) and None in the row.

@@ -130,10 +130,14 @@ class HookedTarget(SQLTarget):
 
     @override
     def _process_state_message(self, message_dict: dict[str, t.Any]) -> None:
+        self.before_state_message()
         previous = self._latest_state
         super()._process_state_message(message_dict)
         if self._latest_state != previous:
             self.after_new_state()
+
+    def before_state_message(self) -> None:
+        """Before each STATE message is handled (and possibly emitted after a drain)."""
 
     def after_new_state(self) -> None:
         """After a STATE message whose value differs from the last one."""

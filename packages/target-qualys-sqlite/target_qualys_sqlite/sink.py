@@ -11,10 +11,11 @@ import typing as t
 import sqlalchemy.exc
 from singer_sdk.exceptions import InvalidJSONSchema, InvalidRecord
 
+from target_qualys_sqlite import deletes
 from target_qualys_sqlite.connector import SQLiteConnector
 from target_qualys_sqlite.errors import TargetSQLiteError, explain_sqlite_error
 from target_qualys_sqlite.rows import RowDecoder, compile_row_decoder, json_text
-from target_qualys_sqlite.sdk import HookedSink, source_key_properties
+from target_qualys_sqlite.sdk import HookedSink, engine, source_key_properties
 from target_qualys_sqlite.validation import CompiledSchemaValidator
 
 if sys.version_info >= (3, 12):
@@ -59,6 +60,12 @@ class SQLiteSink(HookedSink[SQLiteConnector]):
         self._schema_validator: BaseJSONSchemaValidator | None = None
         super().__init__(*args, **kwargs)
         properties: dict[str, dict[str, t.Any]] = self.schema["properties"]
+        #: The stream declares ``_sdc_deleted_at``: it may send tombstones (deletes.py). The
+        #: SDK strips ``_sdc_*`` properties without ``add_record_metadata``; this one is data
+        #: here (live rows are null), so its column stays.
+        self.takes_tombstones = deletes.DELETED_AT in self.original_schema.get("properties", {})
+        if self.takes_tombstones and deletes.DELETED_AT not in properties:
+            properties[deletes.DELETED_AT] = self.original_schema["properties"][deletes.DELETED_AT]
         self._source_keys: list[str] = list(properties)
         self._columns: list[str] = [self.conform_name(k, "column") for k in properties]
         self._get_all: Callable[[dict[str, t.Any]], tuple[t.Any, ...]] = (
@@ -154,6 +161,54 @@ class SQLiteSink(HookedSink[SQLiteConnector]):
         except sqlalchemy.exc.DBAPIError as exc:
             raise self._error(exc) from exc
         self._sql = self.connector.upsert_sql(self.table_name, self._columns, self.key_properties)
+
+    def apply_tombstones(
+        self, tombstones: Sequence[dict[str, t.Any]], cascade: dict[str, str]
+    ) -> tuple[int, int]:
+        """Soft- or hard-delete the rows the tombstones name, and their children in ``cascade``
+        (child table -> column holding this stream's key), in one transaction.
+
+        Returns (rows deleted or marked here, child rows). The caller drained every pending
+        upsert of these tables first, so a delete never precedes the row it deletes.
+        """
+        keys = list(source_key_properties(self))
+        columns = list(self.key_properties)
+        hard = bool(self.config.get("hard_delete"))
+        rows = [
+            {
+                **{c: tomb[k] for k, c in zip(keys, columns, strict=True)},
+                deletes.DELETED_AT: tomb[deletes.DELETED_AT],
+            }
+            for tomb in tombstones
+        ]
+        children = 0
+        try:
+            with engine(self.connector).begin() as conn:
+                table = deletes.table_of(conn, self.table_name)
+                if table is None:
+                    return 0, 0
+                changed = deletes.apply_tombstones(conn, table, columns, rows, hard_delete=hard)
+                for child_name, column in cascade.items():
+                    child = deletes.table_of(conn, self.conform_name(child_name, "table"))
+                    if child is None or column not in child.c:
+                        continue  # nothing of that stream loaded (yet)
+                    if not hard and deletes.DELETED_AT not in child.c:
+                        self.logger.warning(
+                            "stream '%s': table %s has no %s column; its rows of deleted %s "
+                            "are left as they are",
+                            self.stream_name,
+                            child_name,
+                            deletes.DELETED_AT,
+                            self.stream_name,
+                        )
+                        continue
+                    parents = [(tomb[keys[0]], tomb[deletes.DELETED_AT]) for tomb in tombstones]
+                    children += deletes.cascade_tombstones(
+                        conn, child, column, parents, hard_delete=hard
+                    )
+        except (sqlite3.Error, sqlalchemy.exc.DBAPIError) as exc:
+            raise self._error(exc) from exc
+        return changed, children
 
     def _error(self, exc: BaseException) -> TargetSQLiteError:
         explanation = explain_sqlite_error(

@@ -25,13 +25,13 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.sinks.core import Sink
 from singer_sdk.target_base import Target
 
-from target_qualys_sqlite import s3, snapshot
+from target_qualys_sqlite import deletes, s3, snapshot
 from target_qualys_sqlite.connector import DEFAULT_BUSY_TIMEOUT_SECONDS, SQLiteConnector
 from target_qualys_sqlite.errors import Interrupted, TargetSQLiteError, explain_sqlite_error
 from target_qualys_sqlite.meltano_numbers import numbers_from_strings
 from target_qualys_sqlite.reader import MsgspecSingerReader
 from target_qualys_sqlite.rows import Convert, RowDecoder
-from target_qualys_sqlite.sdk import HookedTarget, queue_record, queue_row
+from target_qualys_sqlite.sdk import HookedTarget, queue_record, queue_row, source_key_properties
 from target_qualys_sqlite.sink import SQLiteSink
 
 if sys.version_info >= (3, 12):
@@ -122,6 +122,17 @@ class TargetSQLite(HookedTarget):
             ),
         ),
         th.Property(
+            "cascade_deletes",
+            th.ObjectType(additional_properties=th.ObjectType(additional_properties=th.StringType)),
+            default=deletes.DEFAULT_CASCADE,
+            description=(
+                "When a tombstone (a RECORD with `_sdc_deleted_at`) deletes a row of the stream "
+                "named here, also delete (`hard_delete`) or mark the rows of each child table "
+                "whose column holds that row's key: `{stream: {child table: column}}`. `{}` "
+                "turns cascading off."
+            ),
+        ),
+        th.Property(
             "state_checkpoint_seconds",
             th.NumberType,
             default=10,
@@ -206,6 +217,8 @@ class TargetSQLite(HookedTarget):
         self._line_takers: dict[type, tuple[Sink, int, Convert]] = {}
         self._line_decoder: msgspec.json.Decoder[t.Any] | None = None
         self._sqlite_connector: SQLiteConnector | None = None
+        # Tombstones waiting to be applied, per stream; see _flush_tombstones.
+        self._tombstones: dict[str, list[dict[str, t.Any]]] = {}
 
     @property
     def database(self) -> Path:
@@ -259,6 +272,8 @@ class TargetSQLite(HookedTarget):
     ) -> Sink:
         # The SDK drains a replaced sink only at the next full drain, possibly after the new sink
         # wrote newer versions of the same keys; draining it now keeps upserts in message order.
+        if schema is not None and self._tombstones:
+            self._flush_tombstones()
         if schema is not None and self.sink_exists(stream_name):
             self.drain_one(super().get_sink(stream_name))
         return super().get_sink(
@@ -330,8 +345,14 @@ class TargetSQLite(HookedTarget):
         # calls in the same order without the generic parts; anything else takes the SDK's path.
         # tests/target_sqlite/test_direct_path.py and test_sdk_privates.py fail if the SDK's
         # version changes shape (see sdk.py).
-        direct = self._direct_sinks.get(message_dict.get("stream"))  # type: ignore[arg-type]
+        stream = message_dict.get("stream")
         record = message_dict.get("record")
+        if type(record) is dict and deletes.is_tombstone(record) and self._takes_tombstone(stream):
+            self._queue_tombstone(stream, record)  # type: ignore[arg-type]
+            return True
+        if self._tombstones:
+            self._flush_tombstones()
+        direct = self._direct_sinks.get(stream)  # type: ignore[arg-type]
         if direct is None or type(record) is not dict:
             return False
         sink, max_size = direct
@@ -357,6 +378,8 @@ class TargetSQLite(HookedTarget):
         taker = self._line_takers.get(type(message))
         if taker is None:
             return False
+        if self._tombstones:
+            self._flush_tombstones()
         sink, max_size, convert = taker
         row = convert(msgspec.structs.astuple(message.record))
         if row is None:
@@ -364,6 +387,61 @@ class TargetSQLite(HookedTarget):
         queue_row(sink, row)
         self._record_taken(sink, max_size)
         return True
+
+    def _takes_tombstone(self, stream: object) -> bool:
+        """Whether ``stream`` loads into a sink of ours that declared ``_sdc_deleted_at``."""
+        if not isinstance(stream, str) or not self.sink_exists(stream):
+            return False
+        return bool(getattr(self.get_sink(stream), "takes_tombstones", False))
+
+    def _queue_tombstone(self, stream: str, record: dict[str, t.Any]) -> None:
+        """Hold a tombstone until the next other message; apply a full batch at once."""
+        sink = self.get_sink(stream)
+        missing = [k for k in source_key_properties(sink) if record.get(k) is None]
+        if missing:
+            msg = f"stream '{stream}': a tombstone (_sdc_deleted_at set) without its key {missing}"
+            raise TargetSQLiteError(msg)
+        pending = self._tombstones.setdefault(stream, [])
+        # Not tallied as a read record: the SDK would take the sink's batch as pending.
+        pending.append(record)
+        if len(pending) >= sink.max_size:
+            self._flush_tombstones()
+
+    def _flush_tombstones(self) -> None:
+        """Apply the pending tombstones, after every pending upsert of the tables they reach.
+
+        Called before any other RECORD, SCHEMA or STATE message and at the end of the input,
+        so deletes keep their place in the message order and are committed before a STATE
+        that follows them is emitted.
+        """
+        pending, self._tombstones = self._tombstones, {}
+        cascade_map: dict[str, dict[str, str]] = self.config.get(
+            "cascade_deletes", deletes.DEFAULT_CASCADE
+        )
+        for stream, tombstones in pending.items():
+            sink = t.cast("SQLiteSink", self.get_sink(stream))
+            cascade = dict(cascade_map.get(stream) or {})
+            if cascade and len(sink.key_properties) != 1:
+                self.logger.warning(
+                    "cascade_deletes: stream '%s' has a composite key; its children are left",
+                    stream,
+                )
+                cascade = {}
+            for name in (stream, *cascade):
+                if self.sink_exists(name):
+                    other = self.get_sink(name)
+                    if other.current_size:
+                        self.drain_one(other)
+            changed, children = sink.apply_tombstones(tombstones, cascade)
+            self.logger.info(
+                "stream '%s': %d tombstones, %d rows %s, %d child rows (%s)",
+                stream,
+                len(tombstones),
+                changed,
+                "deleted" if self.config.get("hard_delete") else "marked deleted",
+                children,
+                ", ".join(cascade) or "no cascade",
+            )
 
     def _record_taken(self, sink: Sink, max_size: int) -> None:
         """What follows every queued record on the direct paths, as in the SDK's dispatch."""
@@ -399,7 +477,14 @@ class TargetSQLite(HookedTarget):
         return False
 
     @override
+    def before_state_message(self) -> None:
+        if self._tombstones:
+            self._flush_tombstones()
+
+    @override
     def process_endofpipe(self) -> None:
+        if self._tombstones:
+            self._flush_tombstones()
         super().process_endofpipe()
         connector = self.target_connector  # a run with no streams still gets its snapshot
         if self._snapshot is not None:
