@@ -693,9 +693,11 @@ def test_deleted_rows_are_left_out(
             (gone_host, purged_host),
         ).fetchone()[0]
         for table in ("hosts", "host_detections"):
-            connection.execute(f"ALTER TABLE {table} ADD COLUMN _sdc_deleted_at TEXT")
+            columns = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+            if "_sdc_deleted_at" not in columns:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN _sdc_deleted_at TEXT")
         # A soft delete (the bundled target), a host removed with its detections left behind
-        # (target-postgres' hard delete), and one soft-deleted detection.
+        # (a hard delete without the cascade), and one soft-deleted detection.
         connection.execute(
             "UPDATE hosts SET _sdc_deleted_at = '2026-11-01T00:00:00Z' WHERE id = ?", (gone_host,)
         )
