@@ -99,10 +99,11 @@ def field_expression(document: str, key: str, column_type: str) -> str:
     casts with the type's own input function: ISO 8601 text to ``timestamptz``, digits of any
     length to ``bigint``/``numeric`` exactly. ``jsonb`` columns take the JSON value itself.
     """
+    # A JSON null is SQL NULL in every column, jsonb ones included.
     if column_type == "jsonb":
-        return f"{document}->{literal(key)}"
+        return f"NULLIF({document}->{literal(key)}, 'null')"
     if column_type == "json":
-        return f"({document}->{literal(key)})::json"
+        return f"NULLIF({document}->{literal(key)}, 'null')::json"
     if column_type == "text":
         return f"{document}->>{literal(key)}"
     return f"({document}->>{literal(key)})::{column_type}"
@@ -228,7 +229,7 @@ class PostgresConnector(sdk.PlainConnector):
         schema: dict[str, t.Any],
         primary_keys: Sequence[str] | None = None,
         partition_keys: list[str] | None = None,
-        as_temp_table: bool = False,  # noqa: FBT001, FBT002 - the SDK's signature
+        as_temp_table: bool = False,
     ) -> None:
         # The SDK's, with autoincrement off: SQLAlchemy would make an integer primary key a
         # serial, and a sequence default on a key the tap always sends only misleads.
@@ -282,7 +283,9 @@ class PostgresConnector(sdk.PlainConnector):
         target = f"{quote(schema)}.{quote(table)}" if schema else quote(table)
         columns = ", ".join(quote(k) for k in primary_keys)
         with sdk.engine(self).begin() as conn:
-            conn.exec_driver_sql(f"CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {target} ({columns})")
+            conn.exec_driver_sql(
+                f"CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {target} ({columns})"
+            )
 
 
 # The batch's rows before they are merged: one per connection, emptied by every commit.
@@ -316,6 +319,15 @@ class PostgresSink(HookedSink[PostgresConnector]):
         self.max_bytes = int(self.config.get("batch_size_bytes") or DEFAULT_BATCH_SIZE_BYTES)
         self._upsert = ""
         self._apply_tombstones = ""
+        self._batch_keys: set[tuple[t.Any, ...] | None] = set()
+        keys = list(source_key_properties(self))
+        key_type = msgspec.defstruct(
+            "Key",
+            [(f"k{i}", t.Any) for i in range(len(keys))],
+            rename={f"k{i}": key for i, key in enumerate(keys)},
+            gc=False,
+        )
+        self._decode_key = msgspec.json.Decoder(key_type).decode
 
     @property
     @override
@@ -376,41 +388,32 @@ class PostgresSink(HookedSink[PostgresConnector]):
         def expr(column: str, document: str = "doc") -> str:
             return field_expression(document, source[column], types[column])
 
-        key_text = ", ".join(f"doc->>{literal(source[k])}" for k in keys)
         tombstones = DELETED_AT in source.values()
-        live = f"WHERE doc->>{literal(DELETED_AT)} IS NULL " if tombstones else ""
-        # The last version of each key in the batch wins, as if the records were applied in order.
-        latest = (
-            f"SELECT DISTINCT ON ({key_text}) doc FROM {_STAGE} {live}"  # noqa: S608
-            f"ORDER BY {key_text}, seq DESC"
-        )
+        # No key appears twice in a staged batch (add_document), so each row is merged once.
+        live = f" WHERE doc->>{literal(DELETED_AT)} IS NULL" if tombstones else ""
         updates = [f"{quote(c)} = EXCLUDED.{quote(c)}" for c in columns if c not in keys]
         self._upsert = (
             f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608
-            f"SELECT {', '.join(expr(c) for c in columns)} FROM ({latest}) AS latest "
+            f"SELECT {', '.join(expr(c) for c in columns)} FROM {_STAGE}{live} "
             f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) "
             + ("DO UPDATE SET " + ", ".join(updates) if updates else "DO NOTHING")
         )
         self._apply_tombstones = ""
         if tombstones:
-            # A tombstone (the delete contract) that is its key's last record in the batch: a soft
+            # A tombstone (the delete contract): a soft
             # delete sets only _sdc_deleted_at of an existing row, hard_delete removes the row.
-            last = (
-                f"SELECT DISTINCT ON ({key_text}) doc FROM {_STAGE} "  # noqa: S608
-                f"ORDER BY {key_text}, seq DESC"
-            )
             match = " AND ".join(f"t.{quote(k)} = {expr(k, 'd.doc')}" for k in keys)
             deleted = f"d.doc->>{literal(DELETED_AT)} IS NOT NULL"
             if self.config.get("hard_delete"):
                 self._apply_tombstones = (
-                    f"DELETE FROM {table} AS t USING ({last}) AS d "  # noqa: S608
+                    f"DELETE FROM {table} AS t USING {_STAGE} AS d "  # noqa: S608
                     f"WHERE {deleted} AND {match}"
                 )
             else:
                 column = next(c for c, k in source.items() if k == DELETED_AT)
                 self._apply_tombstones = (
                     f"UPDATE {table} AS t SET {quote(column)} = "  # noqa: S608
-                    f"{expr(column, 'd.doc')} FROM ({last}) AS d WHERE {deleted} AND {match}"
+                    f"{expr(column, 'd.doc')} FROM {_STAGE} AS d WHERE {deleted} AND {match}"
                 )
 
     @override
@@ -420,7 +423,20 @@ class PostgresSink(HookedSink[PostgresConnector]):
         self.logger.debug("ACTIVATE_VERSION %s ignored: rows are upserted", new_version)
 
     def add_document(self, document: bytes) -> None:
-        """Queue one record's JSON text (the direct path: no parse, no Python objects)."""
+        """Queue one record's JSON text (the direct path: no parse, no Python objects).
+
+        Only its key is decoded (msgspec skips the rest): a key already in the batch loads the
+        batch first, so a staged batch never holds a key twice and records apply in order.
+        ``ON CONFLICT DO UPDATE`` cannot update one row twice in a statement, and sorting a
+        whole batch of documents to keep each key's last (DISTINCT ON) cost more than the COPY.
+        """
+        try:
+            key = msgspec.structs.astuple(self._decode_key(document))
+        except msgspec.MsgspecError:
+            key = None  # no key: Postgres rejects the row (NOT NULL primary key), one line
+        if key in self._batch_keys:
+            self.load_pending()
+        self._batch_keys.add(key)
         self.payload += copy_tuple(document)
         if not self.has_tombstones and is_tombstone(document):
             self.has_tombstones = True
@@ -434,10 +450,15 @@ class PostgresSink(HookedSink[PostgresConnector]):
     def process_batch(self, context: dict[str, t.Any]) -> None:
         records = context.get("records")
         if records is not None:  # BATCH files: records the SDK read, not queued here
-            self.load(b"".join(copy_tuple(json_document(r)) for r in records), tombstones=True)
-            return
+            for record in records:
+                self.add_document(json_document(record))
+        self.load_pending()
+
+    def load_pending(self) -> None:
+        """Load the staged records now (a full batch, or before a key repeats)."""
         payload, tombstones = self.payload, self.has_tombstones
         self.payload, self.has_tombstones = bytearray(), False
+        self._batch_keys = set()
         self.load(payload, tombstones=tombstones)
 
     @override
@@ -447,8 +468,9 @@ class PostgresSink(HookedSink[PostgresConnector]):
         schema: dict[str, t.Any],
         records: Iterable[dict[str, t.Any]],
     ) -> int | None:
-        payload = b"".join(copy_tuple(json_document(r)) for r in records)
-        self.load(payload, tombstones=True)
+        for record in records:
+            self.add_document(json_document(record))
+        self.load_pending()
         return None
 
     def load(self, payload: bytes | bytearray, *, tombstones: bool) -> None:
@@ -458,7 +480,7 @@ class PostgresSink(HookedSink[PostgresConnector]):
         conn = self.connector.raw_connection()
         try:
             dbapi = conn.driver_connection
-            assert dbapi is not None  # noqa: S101 - a checked-out pooled connection has one
+            assert dbapi is not None
             with dbapi.cursor() as cursor:
                 cursor.execute(_CREATE_STAGE)
                 with cursor.copy(f"COPY {_STAGE} (doc) FROM STDIN (FORMAT binary)") as copy:

@@ -12,7 +12,7 @@ import typing as t
 
 import msgspec
 from singer_sdk import typing as th
-from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabilities
+from singer_sdk.helpers.capabilities import TargetCapabilities
 from singer_sdk.sql import SQLTarget
 from singer_sdk.target_base import Target
 
@@ -51,7 +51,7 @@ class TargetPostgres(TargetSQLite):
 
     name = "target-qualys-postgres"
     package_name = "target-qualys-sqlite"
-    default_sink_class = PostgresSink
+    default_sink_class = PostgresSink  # type: ignore[assignment]
     capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
         *Target.capabilities,
         TargetCapabilities.TARGET_SCHEMA,
@@ -195,7 +195,7 @@ class TargetPostgres(TargetSQLite):
         if direct is None or type(record) is not dict:
             return False
         sink, max_size = direct
-        assert isinstance(sink, PostgresSink)  # noqa: S101 - the only sink class of this target
+        assert isinstance(sink, PostgresSink)
         sink.validate_record(record)
         missing = [k for k in source_key_properties(sink) if k not in record]
         if missing and record.get(DELETED_AT) is None:

@@ -477,7 +477,7 @@ class TargetSQLite(HookedTarget):
             # Input that breaks the Singer spec; the SDK's messages may span several lines.
             cls.logger.error("%s failed: %s", cls.name, " ".join(str(exc).split()))
             sys.exit(1)
-        except (sqlite3.Error, sqlalchemy.exc.DBAPIError, *cls.driver_errors()) as exc:
+        except (sqlite3.Error, sqlalchemy.exc.DBAPIError, *cls.driver_errors()) as exc:  # type: ignore[misc]
             cls.logger.error("%s failed: %s", cls.name, cls.explain_database_error(exc))
             sys.exit(1)
 

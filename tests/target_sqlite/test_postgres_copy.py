@@ -1,0 +1,136 @@
+"""The Postgres mode's binary COPY encoding, checked by a real round trip through PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import pytest
+
+from target_qualys_sqlite.postgres import (
+    COPY_HEADER,
+    COPY_TRAILER,
+    copy_tuple,
+    field_expression,
+    is_tombstone,
+    json_document,
+    sanitize_json,
+)
+
+psycopg = pytest.importorskip("psycopg")
+
+CONNINFO = (
+    f"host={os.environ.get('E2E_POSTGRES_HOST', '127.0.0.1')} "
+    f"port={os.environ.get('E2E_POSTGRES_PORT', '5432')} "
+    f"user={os.environ.get('E2E_POSTGRES_USER', 'postgres')} "
+    f"password={os.environ.get('E2E_POSTGRES_PASSWORD', 'postgres')} dbname=postgres"
+)
+
+
+@pytest.fixture(scope="module")
+def connection() -> Iterator[Any]:
+    try:
+        conn = psycopg.connect(CONNINFO, connect_timeout=5, autocommit=True)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI", "").lower() in {"true", "1"}:
+            pytest.fail(f"PostgreSQL is not reachable: {exc}")
+        pytest.skip(f"PostgreSQL is not reachable: {exc}")
+    yield conn
+    conn.close()
+
+
+def round_trip(connection: Any, documents: list[bytes]) -> list[Any]:
+    """COPY the documents as the sink does; what Postgres stored, as Python values."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS docs (seq serial, doc jsonb)")
+        cursor.execute("TRUNCATE docs")
+        with cursor.copy("COPY docs (doc) FROM STDIN (FORMAT binary)") as copy:
+            copy.write(COPY_HEADER + b"".join(copy_tuple(d) for d in documents) + COPY_TRAILER)
+        cursor.execute("SELECT doc FROM docs ORDER BY seq")
+        return [row[0] for row in cursor.fetchall()]
+
+
+HOSTILE = [
+    {"id": 1, "text": None},
+    {"id": 2, "text": "back\\slash \\N \\. and \\\\"},
+    {"id": 3, "text": "tab\there\nnewline\r\ncrlf"},
+    {"id": 4, "text": "unicode é ü 中文 😀 \u2028"},
+    {"id": 9007199254740993, "big": 123456789012345678901234567890},
+    {"id": 5, "nested": {"a": [1, {"b": "x\ty"}], "c": None}},
+]
+
+
+def test_hostile_strings_and_numbers_round_trip(connection: Any) -> None:
+    documents = [json_document(record) for record in HOSTILE]
+    stored = round_trip(connection, documents)
+    # psycopg reads jsonb with json.loads: numbers of any size stay exact ints.
+    assert stored == HOSTILE
+
+
+def test_nul_characters_become_replacement_characters(connection: Any) -> None:
+    record = {"id": 1, "text": "a\x00b", "list": ["\x00"], "literal": "\\u0000 stays"}
+    stored = round_trip(connection, [json_document(record)])
+    assert stored == [{"id": 1, "text": "a\ufffdb", "list": ["\ufffd"], "literal": "\\u0000 stays"}]
+
+
+def test_sanitize_respects_escaped_backslashes() -> None:
+    # \\u0000 is a backslash then "u0000" (text), \\\u0000 a backslash then NUL.
+    assert sanitize_json(rb'"\\u0000"') == rb'"\\u0000"'
+    assert sanitize_json(rb'"\\\u0000"') == rb'"\\\ufffd"'
+    assert sanitize_json(rb'"\u0000\u0000"') == rb'"\ufffd\ufffd"'
+    assert sanitize_json(b'{"a":1}') == b'{"a":1}'
+    assert json.loads(sanitize_json(rb'"x\u0000y"')) == "x\ufffdy"
+
+
+def test_raw_tap_lines_are_copied_as_they_are(connection: Any) -> None:
+    # The direct path copies the tap's bytes without parsing them; spacing does not matter.
+    raw = b'{ "id" : 7,\t"when": "2024-01-02T03:04:05Z" , "tags" : [ ] }'
+    assert round_trip(connection, [raw]) == [{"id": 7, "when": "2024-01-02T03:04:05Z", "tags": []}]
+
+
+@pytest.mark.parametrize(
+    ("column_type", "value", "expected"),
+    [
+        ("bigint", 9007199254740993, 9007199254740993),
+        ("numeric", 123456789012345678901234567890, 123456789012345678901234567890),
+        ("boolean", True, True),
+        ("text", "tab\there", "tab\there"),
+        ("text", None, None),
+        ("jsonb", None, None),
+        ("jsonb", {"a": [1]}, {"a": [1]}),
+        ("jsonb", [], []),
+        ("timestamp with time zone", "2024-01-02T05:04:05+02:00", "2024-01-02 03:04:05+00"),
+    ],
+)
+def test_field_expressions_cast_to_the_column_type(
+    connection: Any, column_type: str, value: Any, expected: Any
+) -> None:
+    document = msgspec.json.encode({"k'ey": value}).decode()
+    expression = field_expression("doc", "k'ey", column_type)
+    with connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+        cursor.execute(f"SELECT {expression} FROM (SELECT %s::jsonb AS doc) AS s", (document,))
+        (got,) = cursor.fetchone()
+    if column_type == "numeric":
+        got = int(got)
+    if column_type.startswith("timestamp"):
+        got = f"{got:%Y-%m-%d %H:%M:%S}+00"
+    assert got == expected
+
+
+def test_absent_field_is_null(connection: Any) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {field_expression('doc', 'missing', 'bigint')}, "
+            f"{field_expression('doc', 'missing', 'jsonb')} FROM (SELECT '{{}}'::jsonb AS doc) s"
+        )
+        assert cursor.fetchone() == (None, None)
+
+
+def test_tombstone_detection() -> None:
+    assert is_tombstone(b'{"id":1,"_sdc_deleted_at":"2024-01-01T00:00:00Z"}')
+    assert not is_tombstone(b'{"id":1,"_sdc_deleted_at": null}')
+    assert not is_tombstone(b'{"id":1}')
