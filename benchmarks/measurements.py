@@ -15,6 +15,8 @@ from typing import Any
 
 from benchmarks import target_sqlite as target_bench
 from benchmarks.harness import Context, Row, Sample
+from benchmarks.postgres import NOTE as POSTGRES_NOTE
+from benchmarks.postgres import postgres as postgres_rows
 from benchmarks.processes import (
     REPO,
     TAP,
@@ -870,6 +872,7 @@ MEASUREMENTS = {
     "concurrency": concurrency,
     "memory": memory,
     "scaleout": scale_out,
+    "postgres": postgres_rows,
 }
 
 NOTES = {
@@ -936,4 +939,5 @@ NOTES = {
         "ground truth after every load. Without Postgres, target-sqlite per process (stated in "
         "the row). Replay cache as in row 1."
     ),
+    "postgres": POSTGRES_NOTE,
 }
