@@ -8,14 +8,17 @@ nothing once rerun (STATE only after the batch committed).
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from tests.e2e.conftest import Pipeline, PostgresServer
+from tests.e2e.conftest import REPO, Pipeline, PostgresServer
 from tests.e2e.loaded import STREAMS, assert_matches_ground_truth, postgres_rows
 from tests.e2e.test_postgres_types import column_types
 
@@ -120,3 +123,48 @@ def test_killed_run_then_rerun_loses_nothing(
     final = loaded(postgres_server, postgres_database)
     assert_matches_ground_truth(pipeline.sim, final)
     assert_no_key_twice(final)
+
+
+@pytest.mark.parametrize("shards", [2, 4])
+def test_shards_in_parallel_into_one_database(
+    pipeline: Pipeline, postgres_server: PostgresServer, postgres_database: str, shards: int
+) -> None:
+    """Parallel `tap-qualys | target-qualys-postgres` on id_min/id_max ranges, one database."""
+    ids = sorted(int(host["ID"]) for host in pipeline.sim.ground_truth("hosts"))
+    bounds = [ids[len(ids) * i // shards] for i in range(shards)] + [ids[-1] + 1]
+    work = pipeline.workdir
+    target = {
+        "host": postgres_server.host,
+        "port": postgres_server.port,
+        "user": postgres_server.user,
+        "password": postgres_server.password,
+        "database": postgres_database,
+        "default_target_schema": SCHEMA,
+    }
+    (work / "target.json").write_text(json.dumps(target))
+    bin_dir = REPO / ".venv" / "bin"
+    processes = []
+    for shard in range(shards):
+        tap = {
+            "username": pipeline.sim.username,
+            "password": pipeline.sim.password,
+            "api_server": pipeline.sim.url,
+            "gateway_url": pipeline.sim.url,
+            "id_min": bounds[shard],
+            "id_max": bounds[shard + 1] - 1,
+        }
+        (work / f"tap-{shard}.json").write_text(json.dumps(tap))
+        command = (
+            f"{bin_dir / 'tap-qualys'} --config {work / f'tap-{shard}.json'} "
+            f"| {bin_dir / 'target-qualys-postgres'} --config {work / 'target.json'}"
+        )
+        log = (work / f"shard-{shard}.log").open("w")
+        processes.append(
+            (subprocess.Popen(["bash", "-o", "pipefail", "-c", command], stderr=log), log)
+        )
+    for process, log in processes:
+        assert process.wait(timeout=600) == 0, Path(log.name).read_text()[-3000:]
+        log.close()
+    rows = loaded(postgres_server, postgres_database)
+    assert_matches_ground_truth(pipeline.sim, rows)
+    assert_no_key_twice(rows)

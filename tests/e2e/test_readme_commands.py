@@ -33,7 +33,15 @@ from tests.test_readme import shell_blocks
 pytestmark = pytest.mark.e2e
 
 BLOCK_TIMEOUT_SECONDS = 600
-PLUGINS = ("tap-qualys", "tap-qualys--postgres", "target-sqlite", "target-postgres", "target-s3")
+PLUGINS = (
+    "tap-qualys",
+    "tap-qualys--postgres",
+    "tap-qualys--postgres-copy",
+    "target-sqlite",
+    "target-postgres",
+    "target-qualys-postgres",
+    "target-s3",
+)
 
 
 def project_copy(destination: Path) -> Path:

@@ -373,7 +373,16 @@ class PostgresSink(HookedSink[PostgresConnector]):
         if missing:
             msg = f"stream '{self.stream_name}': key properties {missing} are not in its schema"
             raise TargetSQLiteError(msg)
-        super().setup()
+        # Shards (parallel runs with id_min/id_max) start their loaders at once: two CREATE
+        # TABLE of the same table would race (a duplicate pg_type row). One at a time per server.
+        with sdk.engine(self.connector).connect() as lock:
+            lock.exec_driver_sql("SELECT pg_advisory_lock(hashtext('target-qualys-postgres'))")
+            try:
+                super().setup()
+            finally:
+                lock.exec_driver_sql(
+                    "SELECT pg_advisory_unlock(hashtext('target-qualys-postgres'))"
+                )
         self._prepare_statements()
 
     def _prepare_statements(self) -> None:
