@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -134,3 +137,35 @@ def test_tombstone_detection() -> None:
     assert is_tombstone(b'{"id":1,"_sdc_deleted_at":"2024-01-01T00:00:00Z"}')
     assert not is_tombstone(b'{"id":1,"_sdc_deleted_at": null}')
     assert not is_tombstone(b'{"id":1}')
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"host": "127.0.0.1", "port": 1, "user": "qualys", "password": "pw-never-shown"},
+        {"sqlalchemy_url": "postgresql://qualys:pw-never-shown@127.0.0.1:1/qualys"},
+    ],
+)
+def test_unreachable_server_is_one_line_without_the_password(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({"database": "qualys", **config}))
+    schema = {"type": "object", "properties": {"id": {"type": "integer"}}}
+    lines = [
+        {"type": "SCHEMA", "stream": "s", "schema": schema, "key_properties": ["id"]},
+        {"type": "RECORD", "stream": "s", "record": {"id": 1}},
+    ]
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "target-qualys-postgres"), "--config", str(config_file)],
+        input="".join(json.dumps(line) + "\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "target-qualys-postgres failed: cannot connect to Postgres as qualys@127.0.0.1:1" in last
+    assert "pw-never-shown" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
