@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,18 @@ def postgres(ctx: Context) -> list[Row]:
                 row.extra_max("tap") < RSS_LIMIT_MIB and row.extra_max("target") < RSS_LIMIT_MIB
             ),
         )
+        shard_rows = {
+            count: Row(
+                f"7d.{count}",
+                f"{count} shards (`id_min`/`id_max`) of `tap-qualys | target-qualys-postgres` in "
+                f"parallel into one database vs one pipe, {hosts:,} hosts",
+                "s",
+                "one pipe",
+                "(comparison), counts equal",
+                lambda _row: True,
+            )
+            for count in (2, 4)
+        }
         with SimulatorProcess(hosts=hosts, seed=SEED) as sim, ReplayProxy(sim.url) as proxy:
             settings = tap_settings(proxy.url, sim)
             config = write_json(work / "tap.json", settings)
@@ -224,7 +237,7 @@ def postgres(ctx: Context) -> list[Row]:
                 )
                 measured = [BIN / "python", "-m", "benchmarks.processes"]
                 tap_report, target_report = work / "tap-rss.json", work / "target-rss.json"
-                pipe(
+                *_, one_pipe = pipe(
                     [*measured, tap_report, "--", TAP, "--config", config, "--catalog", catalog],
                     [*measured, target_report, "--", LOADER, "--config", target_config],
                     logs=(work / "rss-tap.log", work / "rss-target.log"),
@@ -242,6 +255,16 @@ def postgres(ctx: Context) -> list[Row]:
                 )
                 ctx.log(f"postgres {hosts}: peak RSS tap {tap_mib:.0f}, target {target_mib:.0f}")
 
+                ids = sorted(int(host["ID"]) for host in sim.ground_truth("hosts"))
+                for count, row in shard_rows.items():
+                    database = _fresh_database(f"bench_shards_{hosts}")
+                    seconds = _shards(work, settings, catalog, database, ids, count)
+                    check(database, f"{count} shards")
+                    row.samples.append(Sample(one_pipe / seconds, seconds, one_pipe))
+                    ctx.log(
+                        f"postgres {hosts}: {count} shards {seconds:.1f} s, one {one_pipe:.1f} s"
+                    )
+
         e2e.context = lambda row, n=records: f"{n:,} records; ratio = meltano run / tap alone"
         loader.context = lambda row, n=records: (
             f"{n / row.median('value'):,.0f} rows/s vs {n / row.median('floor'):,.0f} rows/s "
@@ -253,8 +276,47 @@ def postgres(ctx: Context) -> list[Row]:
         rss.context = lambda row: (
             f"tap {row.extra_max('tap'):.0f} MiB, target {row.extra_max('target'):.0f} MiB (max)"
         )
-        rows += [e2e, loader, stock_row, rss]
+        for count, row in shard_rows.items():
+            row.context = lambda row, c=count: (
+                f"speedup {row.median():.2f} on 2 cores with {c} pipes; every count equal to "
+                "the ground truth"
+            )
+        rows += [e2e, loader, stock_row, rss, *shard_rows.values()]
     return rows
+
+
+def _shards(
+    work: Path,
+    settings: dict[str, Any],
+    catalog: Path,
+    database: str,
+    ids: list[int],
+    count: int,
+) -> float:
+    """Wall seconds of ``count`` parallel pipes, each on its own range of host ids."""
+    bounds = [ids[len(ids) * i // count] for i in range(count)] + [ids[-1] + 1]
+    target = write_json(
+        work / "shard-target.json",
+        {**POSTGRES, "database": database, "default_target_schema": SCHEMA},
+    )
+    started = time.perf_counter()
+    running = []
+    for shard in range(count):
+        config = write_json(
+            work / f"shard-{shard}.json",
+            {**settings, "id_min": bounds[shard], "id_max": bounds[shard + 1] - 1},
+        )
+        command = f"{TAP} --config {config} --catalog {catalog} | {LOADER} --config {target}"
+        log = (work / f"shard-{shard}.log").open("wb")
+        running.append(
+            (subprocess.Popen(["bash", "-o", "pipefail", "-c", command], stderr=log), log)
+        )
+    for process, log in running:
+        log.close()
+        if process.wait() != 0:
+            msg = f"shard pipe exited {process.returncode}; see {log.name}"
+            raise BenchmarkError(msg)
+    return time.perf_counter() - started
 
 
 # What meltano.yml ships for the stock loader (besides load_method: upsert and the sanitizing).
