@@ -30,7 +30,8 @@ DISTRIBUTIONS = {
     "target-qualys-sqlite": (
         REPO / "packages" / "target-qualys-sqlite",
         "target_qualys_sqlite",
-        {"target-qualys-sqlite"},
+        # SQLite mode and Postgres mode (the `postgres` extra).
+        {"target-qualys-sqlite", "target-qualys-postgres"},
     ),
     "qualys-simulator": (
         REPO / "packages" / "qualys-simulator",
@@ -119,7 +120,7 @@ def test_no_wheel_depends_on_another_of_ours(wheels: dict[str, Wheel], distribut
 
 def test_only_the_target_has_an_extra(wheels: dict[str, Wheel]) -> None:
     extras = {name: wheel.metadata.get_all("Provides-Extra") for name, wheel in wheels.items()}
-    assert extras == {"tap-qualys": None, "target-qualys-sqlite": ["s3"], "qualys-simulator": None}
+    assert extras == {"tap-qualys": None, "target-qualys-sqlite": ["postgres", "s3"], "qualys-simulator": None}
     assert "qualys-simulator" not in wheels["tap-qualys"].requirements()
     assert wheels["qualys-simulator"].requirements() == []
 
