@@ -120,7 +120,11 @@ def test_no_wheel_depends_on_another_of_ours(wheels: dict[str, Wheel], distribut
 
 def test_only_the_target_has_an_extra(wheels: dict[str, Wheel]) -> None:
     extras = {name: wheel.metadata.get_all("Provides-Extra") for name, wheel in wheels.items()}
-    assert extras == {"tap-qualys": None, "target-qualys-sqlite": ["postgres", "s3"], "qualys-simulator": None}
+    assert extras == {
+        "tap-qualys": None,
+        "target-qualys-sqlite": ["postgres", "s3"],
+        "qualys-simulator": None,
+    }
     assert "qualys-simulator" not in wheels["tap-qualys"].requirements()
     assert wheels["qualys-simulator"].requirements() == []
 
