@@ -169,3 +169,94 @@ def test_unreachable_server_is_one_line_without_the_password(
     assert "target-qualys-postgres failed: cannot connect to Postgres as qualys@127.0.0.1:1" in last
     assert "pw-never-shown" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def run_loader(tmp_path: Path, database: str, lines: list[dict[str, Any]], **settings: Any) -> str:
+    host, port = CONNINFO.split(maxsplit=1)[0][5:], CONNINFO.split()[1][5:]
+    config = {"host": host, "port": int(port), "user": "postgres", "password": "postgres"}
+    config_file = tmp_path / "target.json"
+    config_file.write_text(
+        json.dumps({**config, "database": database, "default_target_schema": "t", **settings})
+    )
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "target-qualys-postgres"), "--config", str(config_file)],
+        input="".join(json.dumps(line) + "\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture
+def database(connection: Any) -> Iterator[str]:
+    name = f"pgcopy_{os.getpid()}"
+    connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    connection.execute(f'CREATE DATABASE "{name}"')
+    yield name
+    connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+HOSTS_SCHEMA = {
+    "type": "SCHEMA",
+    "stream": "hosts",
+    "key_properties": ["id"],
+    "schema": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "dns": {"type": ["string", "null"]},
+            "_sdc_deleted_at": {"type": ["string", "null"], "format": "date-time"},
+        },
+    },
+}
+
+
+def record(**fields: Any) -> dict[str, Any]:
+    return {"type": "RECORD", "stream": "hosts", "record": fields}
+
+
+@pytest.mark.parametrize("hard_delete", [False, True])
+def test_tombstones_soft_or_hard_delete(
+    tmp_path: Path, connection: Any, database: str, hard_delete: bool
+) -> None:
+    when = "2024-05-05T00:00:00Z"
+    run_loader(
+        tmp_path,
+        database,
+        [
+            HOSTS_SCHEMA,
+            record(id=1, dns="a", _sdc_deleted_at=None),
+            record(id=2, dns="b", _sdc_deleted_at=None),
+            record(id=3, dns="c", _sdc_deleted_at=None),
+        ],
+    )
+    state = {"type": "STATE", "value": {"done": True}}
+    output = run_loader(
+        tmp_path,
+        database,
+        [
+            HOSTS_SCHEMA,
+            record(id=1, _sdc_deleted_at=when),  # an existing row
+            record(id=9, _sdc_deleted_at=when),  # no such row: nothing happens
+            record(id=4, dns="d", _sdc_deleted_at=None),  # live, then deleted in the same batch
+            record(id=4, _sdc_deleted_at=when),
+            record(id=3, _sdc_deleted_at=when),  # deleted, then live again
+            record(id=3, dns="c2", _sdc_deleted_at=None),
+            state,
+        ],
+        hard_delete=hard_delete,
+    )
+    assert json.loads(output.splitlines()[-1]) == {"done": True}
+    with psycopg.connect(CONNINFO.replace("dbname=postgres", f"dbname={database}")) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        rows = conn.execute(
+            "SELECT id, dns, _sdc_deleted_at IS NOT NULL FROM t.hosts ORDER BY id"
+        ).fetchall()
+    if hard_delete:
+        assert rows == [(2, "b", False), (3, "c2", False)]
+    else:
+        # A soft delete keeps the row's other columns as they were.
+        assert rows == [(1, "a", True), (2, "b", False), (3, "c2", False), (4, "d", True)]
