@@ -16,6 +16,8 @@ from typing import Any
 
 from benchmarks import target_sqlite as target_bench
 from benchmarks.harness import Context, Row, Sample
+from benchmarks.postgres import NOTE as POSTGRES_NOTE
+from benchmarks.postgres import postgres as postgres_rows
 from benchmarks.processes import (
     REPO,
     TAP,
@@ -1072,6 +1074,7 @@ MEASUREMENTS = {
     "memory-every-stream": every_stream_memory,
     "scaleout": scale_out,
     "sweep": purge_sweep,
+    "postgres": postgres_rows,
 }
 
 NOTES = {
@@ -1156,4 +1159,5 @@ NOTES = {
         "ground truth after every load. Without Postgres, target-sqlite per process (stated in "
         "the row). Replay cache as in row 1."
     ),
+    "postgres": POSTGRES_NOTE,
 }

@@ -194,7 +194,10 @@ def postgres_schema_rules(catalog: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def generated_keys(
-    tap: dict[str, Any], target: dict[str, Any], catalog: dict[str, Any]
+    tap: dict[str, Any],
+    target: dict[str, Any],
+    catalog: dict[str, Any],
+    postgres: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per plugin of meltano.yml, the keys this script owns and their values."""
     return {
@@ -208,6 +211,18 @@ def generated_keys(
             "capabilities": sorted(set(target["capabilities"]) & MELTANO_CAPABILITIES["loaders"]),
             "settings": meltano_settings(target),
         },
+        **(
+            {
+                "target-qualys-postgres": {
+                    "capabilities": sorted(
+                        set(postgres["capabilities"]) & MELTANO_CAPABILITIES["loaders"]
+                    ),
+                    "settings": meltano_settings(postgres),
+                }
+            }
+            if postgres is not None
+            else {}
+        ),
     }
 
 
@@ -279,8 +294,9 @@ def main() -> int:
     )
     args = parser.parse_args()
     tap, target = about("tap-qualys"), about("target-qualys-sqlite")
+    postgres = about("target-qualys-postgres")
     meltano_yml: Path = args.meltano_yml.resolve()
-    wanted = generated_keys(tap, target, discovered_catalog())
+    wanted = generated_keys(tap, target, discovered_catalog(), postgres)
     hub = render_hub_definition(tap)
     stale_yml = stale_keys(meltano_yml.read_text(), wanted)
     hub_stale = not HUB_DEFINITION.exists() or yaml.safe_load(

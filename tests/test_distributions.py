@@ -30,7 +30,8 @@ DISTRIBUTIONS = {
     "target-qualys-sqlite": (
         REPO / "packages" / "target-qualys-sqlite",
         "target_qualys_sqlite",
-        {"target-qualys-sqlite"},
+        # SQLite mode and Postgres mode (the `postgres` extra).
+        {"target-qualys-sqlite", "target-qualys-postgres"},
     ),
     "qualys-simulator": (
         REPO / "packages" / "qualys-simulator",
@@ -130,7 +131,7 @@ def test_only_the_target_and_the_report_have_an_extra(wheels: dict[str, Wheel]) 
     extras = {name: wheel.metadata.get_all("Provides-Extra") for name, wheel in wheels.items()}
     assert extras == {
         "tap-qualys": None,
-        "target-qualys-sqlite": ["s3"],
+        "target-qualys-sqlite": ["postgres", "s3"],
         "qualys-simulator": None,
         "qualys-report": ["postgres"],
     }

@@ -36,8 +36,10 @@ BLOCK_TIMEOUT_SECONDS = 600
 PLUGINS = (
     "tap-qualys",
     "tap-qualys--postgres",
+    "tap-qualys--postgres-copy",
     "target-sqlite",
     "target-postgres",
+    "target-qualys-postgres",
     "target-s3",
     # the jobs' dbt and report steps
     "dbt-sqlite",

@@ -66,6 +66,8 @@ def test_sdk_private_names_keep_their_signatures() -> None:
     assert isinstance(inspect.getattr_static(SQLConnector, "_engine"), property)
     assert SQLConnector._cached_engine is None
     assert parameters(SingerReader._process_unknown_message) == ["self", "message_dict"]
+    # PlainConnector (Postgres mode) replaces the connection context the SDK's DDL goes through.
+    assert parameters(SQLConnector._connect) == ["self"]
 
 
 def test_sdk_still_calls_the_overridden_privates_where_the_target_counts_on_it() -> None:
@@ -80,6 +82,7 @@ def test_sdk_still_calls_the_overridden_privates_where_the_target_counts_on_it()
     assert "self._setup_signal_handlers()" in source(PluginBase.__init__)
     assert "self._handle_termination)" in source(PluginBase._setup_signal_handlers)
     assert "self._cached_engine = self.create_engine()" in inspect.getsource(SQLConnector)
+    assert "with self._connect() as conn" in source(SQLConnector.create_schema)
     # The SDK's own dispatch calls both sink hooks, so RECORDs it handles reach our versions too.
     dispatch = source(Target._process_record_message)
     assert "sink._validate_and_parse(" in dispatch

@@ -8,6 +8,7 @@ package reaches the SDK through its public API and the public hooks of the class
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import typing as t
@@ -20,6 +21,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    from collections.abc import Iterator
     from types import FrameType
 
     import sqlalchemy as sa
@@ -101,6 +103,21 @@ def dispose_engine(connector: SQLConnector) -> None:
     if connector._cached_engine is not None:
         connector._cached_engine.dispose()
         connector._cached_engine = None
+
+
+class PlainConnector(SQLConnector):
+    """The SDK's SQL connector whose DDL connections do not ask for streamed results.
+
+    The SDK opens every connection with ``stream_results``; with psycopg 3 SQLAlchemy then
+    declares a server-side cursor for each statement, which fails for DDL (``DECLARE ... CURSOR
+    FOR CREATE SCHEMA``) and, once those are disabled, fetches rows of statements without any.
+    """
+
+    @override
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sa.Connection]:
+        with self._engine.connect() as conn:
+            yield conn
 
 
 def unknown_message(reader: SingerReader, message: dict[str, t.Any]) -> None:

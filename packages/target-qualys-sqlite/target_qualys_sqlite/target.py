@@ -544,14 +544,14 @@ class TargetSQLite(HookedTarget):
             else:  # the input was complete; only the upload or the final STATE was cut short
                 done = f"{exc.published} was already published, but no S3 upload finished"
             cls.logger.error(
-                "target-sqlite stopped by %s: the run failed; %s and no STATE was emitted after "
-                "the signal",
+                "%s stopped by %s: the run failed; %s and no STATE was emitted after the signal",
+                cls.name,
                 name,
                 done,
             )
             sys.exit(128 + exc.signum)
         except TargetSQLiteError as exc:
-            cls.logger.error("target-sqlite failed: %s", exc)
+            cls.logger.error("%s failed: %s", cls.name, exc)
             sys.exit(1)
         except (
             InvalidInputLine,
@@ -560,9 +560,19 @@ class TargetSQLite(HookedTarget):
             RecordsWithoutSchemaException,
         ) as exc:
             # Input that breaks the Singer spec; the SDK's messages may span several lines.
-            cls.logger.error("target-sqlite failed: %s", " ".join(str(exc).split()))
+            cls.logger.error("%s failed: %s", cls.name, " ".join(str(exc).split()))
             sys.exit(1)
-        except (sqlite3.Error, sqlalchemy.exc.DBAPIError) as exc:
-            explanation = explain_sqlite_error(exc, "the database", DEFAULT_BUSY_TIMEOUT_SECONDS)
-            cls.logger.error("target-sqlite failed: %s", explanation or exc)
+        except (sqlite3.Error, sqlalchemy.exc.DBAPIError, *cls.driver_errors()) as exc:  # type: ignore[misc]
+            cls.logger.error("%s failed: %s", cls.name, cls.explain_database_error(exc))
             sys.exit(1)
+
+    @classmethod
+    def driver_errors(cls) -> tuple[type[Exception], ...]:
+        """Database driver errors that may escape SQLAlchemy's wrapping, besides sqlite3's."""
+        return ()
+
+    @classmethod
+    def explain_database_error(cls, exc: Exception) -> str:
+        """The one line that reports a database failure."""
+        explanation = explain_sqlite_error(exc, "the database", DEFAULT_BUSY_TIMEOUT_SECONDS)
+        return explanation or str(exc)

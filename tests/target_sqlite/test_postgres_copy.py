@@ -1,0 +1,262 @@
+"""The Postgres mode's binary COPY encoding, checked by a real round trip through PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from target_qualys_sqlite.postgres import (
+    COPY_HEADER,
+    COPY_TRAILER,
+    copy_tuple,
+    field_expression,
+    is_tombstone,
+    json_document,
+    sanitize_json,
+)
+
+psycopg = pytest.importorskip("psycopg")
+
+CONNINFO = (
+    f"host={os.environ.get('E2E_POSTGRES_HOST', '127.0.0.1')} "
+    f"port={os.environ.get('E2E_POSTGRES_PORT', '5432')} "
+    f"user={os.environ.get('E2E_POSTGRES_USER', 'postgres')} "
+    f"password={os.environ.get('E2E_POSTGRES_PASSWORD', 'postgres')} dbname=postgres"
+)
+
+
+@pytest.fixture(scope="module")
+def connection() -> Iterator[Any]:
+    try:
+        conn = psycopg.connect(CONNINFO, connect_timeout=5, autocommit=True)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI", "").lower() in {"true", "1"}:
+            pytest.fail(f"PostgreSQL is not reachable: {exc}")
+        pytest.skip(f"PostgreSQL is not reachable: {exc}")
+    yield conn
+    conn.close()
+
+
+def round_trip(connection: Any, documents: list[bytes]) -> list[Any]:
+    """COPY the documents as the sink does; what Postgres stored, as Python values."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS docs (seq serial, doc jsonb)")
+        cursor.execute("TRUNCATE docs")
+        with cursor.copy("COPY docs (doc) FROM STDIN (FORMAT binary)") as copy:
+            copy.write(COPY_HEADER + b"".join(copy_tuple(d) for d in documents) + COPY_TRAILER)
+        cursor.execute("SELECT doc FROM docs ORDER BY seq")
+        return [row[0] for row in cursor.fetchall()]
+
+
+HOSTILE = [
+    {"id": 1, "text": None},
+    {"id": 2, "text": "back\\slash \\N \\. and \\\\"},
+    {"id": 3, "text": "tab\there\nnewline\r\ncrlf"},
+    {"id": 4, "text": "unicode é ü 中文 😀 \u2028"},
+    {"id": 9007199254740993, "big": 123456789012345678901234567890},
+    {"id": 5, "nested": {"a": [1, {"b": "x\ty"}], "c": None}},
+]
+
+
+def test_hostile_strings_and_numbers_round_trip(connection: Any) -> None:
+    documents = [json_document(record) for record in HOSTILE]
+    stored = round_trip(connection, documents)
+    # psycopg reads jsonb with json.loads: numbers of any size stay exact ints.
+    assert stored == HOSTILE
+
+
+def test_nul_characters_become_replacement_characters(connection: Any) -> None:
+    record = {"id": 1, "text": "a\x00b", "list": ["\x00"], "literal": "\\u0000 stays"}
+    stored = round_trip(connection, [json_document(record)])
+    assert stored == [{"id": 1, "text": "a\ufffdb", "list": ["\ufffd"], "literal": "\\u0000 stays"}]
+
+
+def test_sanitize_respects_escaped_backslashes() -> None:
+    # \\u0000 is a backslash then "u0000" (text), \\\u0000 a backslash then NUL.
+    assert sanitize_json(rb'"\\u0000"') == rb'"\\u0000"'
+    assert sanitize_json(rb'"\\\u0000"') == rb'"\\\ufffd"'
+    assert sanitize_json(rb'"\u0000\u0000"') == rb'"\ufffd\ufffd"'
+    assert sanitize_json(b'{"a":1}') == b'{"a":1}'
+    assert json.loads(sanitize_json(rb'"x\u0000y"')) == "x\ufffdy"
+
+
+def test_raw_tap_lines_are_copied_as_they_are(connection: Any) -> None:
+    # The direct path copies the tap's bytes without parsing them; spacing does not matter.
+    raw = b'{ "id" : 7,\t"when": "2024-01-02T03:04:05Z" , "tags" : [ ] }'
+    assert round_trip(connection, [raw]) == [{"id": 7, "when": "2024-01-02T03:04:05Z", "tags": []}]
+
+
+@pytest.mark.parametrize(
+    ("column_type", "value", "expected"),
+    [
+        ("bigint", 9007199254740993, 9007199254740993),
+        ("numeric", 123456789012345678901234567890, 123456789012345678901234567890),
+        ("boolean", True, True),
+        ("text", "tab\there", "tab\there"),
+        ("text", None, None),
+        ("jsonb", None, None),
+        ("jsonb", {"a": [1]}, {"a": [1]}),
+        ("jsonb", [], []),
+        ("timestamp with time zone", "2024-01-02T05:04:05+02:00", "2024-01-02 03:04:05+00"),
+    ],
+)
+def test_field_expressions_cast_to_the_column_type(
+    connection: Any, column_type: str, value: Any, expected: Any
+) -> None:
+    document = msgspec.json.encode({"k'ey": value}).decode()
+    expression = field_expression("doc", "k'ey", column_type)
+    with connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+        cursor.execute(f"SELECT {expression} FROM (SELECT %s::jsonb AS doc) AS s", (document,))
+        (got,) = cursor.fetchone()
+    if column_type == "numeric":
+        got = int(got)
+    if column_type.startswith("timestamp"):
+        got = f"{got:%Y-%m-%d %H:%M:%S}+00"
+    assert got == expected
+
+
+def test_absent_field_is_null(connection: Any) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {field_expression('doc', 'missing', 'bigint')}, "
+            f"{field_expression('doc', 'missing', 'jsonb')} FROM (SELECT '{{}}'::jsonb AS doc) s"
+        )
+        assert cursor.fetchone() == (None, None)
+
+
+def test_tombstone_detection() -> None:
+    assert is_tombstone(b'{"id":1,"_sdc_deleted_at":"2024-01-01T00:00:00Z"}')
+    assert not is_tombstone(b'{"id":1,"_sdc_deleted_at": null}')
+    assert not is_tombstone(b'{"id":1}')
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"host": "127.0.0.1", "port": 1, "user": "qualys", "password": "pw-never-shown"},
+        {"sqlalchemy_url": "postgresql://qualys:pw-never-shown@127.0.0.1:1/qualys"},
+    ],
+)
+def test_unreachable_server_is_one_line_without_the_password(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({"database": "qualys", **config}))
+    schema = {"type": "object", "properties": {"id": {"type": "integer"}}}
+    lines = [
+        {"type": "SCHEMA", "stream": "s", "schema": schema, "key_properties": ["id"]},
+        {"type": "RECORD", "stream": "s", "record": {"id": 1}},
+    ]
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "target-qualys-postgres"), "--config", str(config_file)],
+        input="".join(json.dumps(line) + "\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "target-qualys-postgres failed: cannot connect to Postgres as qualys@127.0.0.1:1" in last
+    assert "pw-never-shown" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def run_loader(tmp_path: Path, database: str, lines: list[dict[str, Any]], **settings: Any) -> str:
+    host, port = CONNINFO.split(maxsplit=1)[0][5:], CONNINFO.split()[1][5:]
+    config = {"host": host, "port": int(port), "user": "postgres", "password": "postgres"}
+    config_file = tmp_path / "target.json"
+    config_file.write_text(
+        json.dumps({**config, "database": database, "default_target_schema": "t", **settings})
+    )
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "target-qualys-postgres"), "--config", str(config_file)],
+        input="".join(json.dumps(line) + "\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture
+def database(connection: Any) -> Iterator[str]:
+    name = f"pgcopy_{os.getpid()}"
+    connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    connection.execute(f'CREATE DATABASE "{name}"')
+    yield name
+    connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+HOSTS_SCHEMA = {
+    "type": "SCHEMA",
+    "stream": "hosts",
+    "key_properties": ["id"],
+    "schema": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "dns": {"type": ["string", "null"]},
+            "_sdc_deleted_at": {"type": ["string", "null"], "format": "date-time"},
+        },
+    },
+}
+
+
+def record(**fields: Any) -> dict[str, Any]:
+    return {"type": "RECORD", "stream": "hosts", "record": fields}
+
+
+@pytest.mark.parametrize("hard_delete", [False, True])
+def test_tombstones_soft_or_hard_delete(
+    tmp_path: Path, connection: Any, database: str, hard_delete: bool
+) -> None:
+    when = "2024-05-05T00:00:00Z"
+    run_loader(
+        tmp_path,
+        database,
+        [
+            HOSTS_SCHEMA,
+            record(id=1, dns="a", _sdc_deleted_at=None),
+            record(id=2, dns="b", _sdc_deleted_at=None),
+            record(id=3, dns="c", _sdc_deleted_at=None),
+        ],
+    )
+    state = {"type": "STATE", "value": {"done": True}}
+    output = run_loader(
+        tmp_path,
+        database,
+        [
+            HOSTS_SCHEMA,
+            record(id=1, _sdc_deleted_at=when),  # an existing row
+            record(id=9, _sdc_deleted_at=when),  # no such row: nothing happens
+            record(id=4, dns="d", _sdc_deleted_at=None),  # live, then deleted in the same batch
+            record(id=4, _sdc_deleted_at=when),
+            record(id=3, _sdc_deleted_at=when),  # deleted, then live again
+            record(id=3, dns="c2", _sdc_deleted_at=None),
+            state,
+        ],
+        hard_delete=hard_delete,
+    )
+    assert json.loads(output.splitlines()[-1]) == {"done": True}
+    with psycopg.connect(CONNINFO.replace("dbname=postgres", f"dbname={database}")) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        rows = conn.execute(
+            "SELECT id, dns, _sdc_deleted_at IS NOT NULL FROM t.hosts ORDER BY id"
+        ).fetchall()
+    if hard_delete:
+        assert rows == [(2, "b", False), (3, "c2", False)]
+    else:
+        # A soft delete keeps the row's other columns as they were.
+        assert rows == [(1, "a", True), (2, "b", False), (3, "c2", False), (4, "d", True)]
