@@ -20,6 +20,7 @@ import pytest
 
 from tests.e2e.conftest import REPO, Pipeline, PostgresServer
 from tests.e2e.loaded import STREAMS, assert_matches_ground_truth, postgres_rows
+from tests.e2e.test_pipeline import live, purge_between_runs
 from tests.e2e.test_postgres_types import column_types
 
 pytestmark = pytest.mark.e2e
@@ -168,3 +169,30 @@ def test_shards_in_parallel_into_one_database(
     rows = loaded(postgres_server, postgres_database)
     assert_matches_ground_truth(pipeline.sim, rows)
     assert_no_key_twice(rows)
+
+
+@pytest.mark.parametrize("sim", [{"hosts": 20, "policies": 2}], indirect=True)
+def test_purged_hosts_and_their_detections_marked_deleted(
+    pipeline: Pipeline, postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    use_database(pipeline, postgres_server, postgres_database)
+    pipeline.run("tap-qualys", LOADER)
+    before = loaded(postgres_server, postgres_database)
+    purged = purge_between_runs(pipeline)
+    pipeline.run("tap-qualys", LOADER)
+    rows = loaded(postgres_server, postgres_database)
+    # Live rows are exactly the ground truth: the purged hosts and their detections are not.
+    assert_matches_ground_truth(pipeline.sim, live(rows))
+    assert_no_key_twice(rows)
+    # Soft delete: the purged hosts' rows are still there, marked, their other columns kept.
+    deleted_hosts = {r["id"]: r for r in rows["hosts"] if r["_sdc_deleted_at"] is not None}
+    assert set(deleted_hosts) == purged
+    old_hosts = {r["id"]: r for r in before["hosts"]}
+    assert all(deleted_hosts[i]["ip"] == old_hosts[i]["ip"] for i in purged)
+    # The cascade: every detection of a purged host is marked, none of a live host is.
+    detections = [r for r in rows["host_detections"] if r["host_id"] in purged]
+    assert detections, "the purged hosts had no detections: the cascade is not tested"
+    assert all(r["_sdc_deleted_at"] is not None for r in detections)
+    assert all(
+        r["_sdc_deleted_at"] is None for r in rows["host_detections"] if r["host_id"] not in purged
+    )

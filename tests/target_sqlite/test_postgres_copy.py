@@ -260,3 +260,124 @@ def test_tombstones_soft_or_hard_delete(
     else:
         # A soft delete keeps the row's other columns as they were.
         assert rows == [(1, "a", True), (2, "b", False), (3, "c2", False), (4, "d", True)]
+
+
+DETECTIONS_SCHEMA = {
+    "type": "SCHEMA",
+    "stream": "host_detections",
+    "key_properties": ["host_id", "unique_vuln_id"],
+    "schema": {
+        "type": "object",
+        "properties": {
+            "host_id": {"type": "integer"},
+            "unique_vuln_id": {"type": "integer"},
+            "status": {"type": ["string", "null"]},
+            "_sdc_deleted_at": {"type": ["string", "null"], "format": "date-time"},
+        },
+    },
+}
+
+
+def detection(host_id: int, uid: int) -> dict[str, Any]:
+    fields = {"host_id": host_id, "unique_vuln_id": uid, "status": "Active"}
+    return {
+        "type": "RECORD",
+        "stream": "host_detections",
+        "record": {**fields, "_sdc_deleted_at": None},
+    }
+
+
+def load_hosts_and_detections(tmp_path: Path, database: str) -> None:
+    run_loader(
+        tmp_path,
+        database,
+        [
+            HOSTS_SCHEMA,
+            DETECTIONS_SCHEMA,
+            *(record(id=i, dns=f"h{i}", _sdc_deleted_at=None) for i in (1, 2, 3)),
+            *(detection(i, 10 * i + k) for i in (1, 2, 3) for k in (1, 2)),
+        ],
+    )
+
+
+def cascade_state(database: str) -> tuple[list[Any], list[Any]]:
+    with psycopg.connect(CONNINFO.replace("dbname=postgres", f"dbname={database}")) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        hosts = conn.execute(
+            "SELECT id, dns, to_char(_sdc_deleted_at, 'YYYY-MM-DD') FROM t.hosts ORDER BY id"
+        ).fetchall()
+        detections = conn.execute(
+            "SELECT host_id, unique_vuln_id, status, to_char(_sdc_deleted_at, 'YYYY-MM-DD') "
+            "FROM t.host_detections ORDER BY 1, 2"
+        ).fetchall()
+    return hosts, detections
+
+
+def test_cascade_soft_delete_marks_the_hosts_detections_and_keeps_the_first_time(
+    tmp_path: Path, database: str
+) -> None:
+    load_hosts_and_detections(tmp_path, database)
+    state = {"type": "STATE", "value": {"after": "tombstones"}}
+    output = run_loader(
+        tmp_path,
+        database,
+        [
+            HOSTS_SCHEMA,
+            DETECTIONS_SCHEMA,
+            # A detection of host 2 still pending when its host's tombstone arrives: it loads
+            # first, so the cascade reaches it too.
+            detection(2, 23),
+            record(id=2, _sdc_deleted_at="2024-05-05T00:00:00Z"),
+            record(id=77, _sdc_deleted_at="2024-05-05T00:00:00Z"),  # never loaded: nothing
+            state,
+        ],
+    )
+    assert json.loads(output.splitlines()[-1]) == state["value"]
+    hosts, detections = cascade_state(database)
+    assert hosts == [(1, "h1", None), (2, "h2", "2024-05-05"), (3, "h3", None)]
+    assert detections == [
+        (1, 11, "Active", None),
+        (1, 12, "Active", None),
+        (2, 21, "Active", "2024-05-05"),
+        (2, 22, "Active", "2024-05-05"),
+        (2, 23, "Active", "2024-05-05"),
+        (3, 31, "Active", None),
+        (3, 32, "Active", None),
+    ]
+    # A replayed tombstone (at-least-once: the run died before its STATE) changes nothing:
+    # the first deletion time stays on the host and on its detections.
+    run_loader(
+        tmp_path,
+        database,
+        [HOSTS_SCHEMA, DETECTIONS_SCHEMA, record(id=2, _sdc_deleted_at="2024-06-06T00:00:00Z")],
+    )
+    assert cascade_state(database) == (hosts, detections)
+
+
+def test_cascade_hard_delete_removes_the_hosts_detections(tmp_path: Path, database: str) -> None:
+    load_hosts_and_detections(tmp_path, database)
+    tombstones = [
+        HOSTS_SCHEMA,
+        DETECTIONS_SCHEMA,
+        record(id=1, _sdc_deleted_at="2024-05-05T00:00:00Z"),
+        record(id=3, _sdc_deleted_at="2024-05-05T00:00:00Z"),
+        record(id=77, _sdc_deleted_at="2024-05-05T00:00:00Z"),
+    ]
+    run_loader(tmp_path, database, tombstones, hard_delete=True)
+    expected = ([(2, "h2", None)], [(2, 21, "Active", None), (2, 22, "Active", None)])
+    assert cascade_state(database) == expected
+    run_loader(tmp_path, database, tombstones, hard_delete=True)  # replayed: nothing more
+    assert cascade_state(database) == expected
+
+
+def test_cascade_deletes_can_be_turned_off(tmp_path: Path, database: str) -> None:
+    load_hosts_and_detections(tmp_path, database)
+    run_loader(
+        tmp_path,
+        database,
+        [HOSTS_SCHEMA, record(id=1, _sdc_deleted_at="2024-05-05T00:00:00Z")],
+        cascade_deletes={},
+    )
+    hosts, detections = cascade_state(database)
+    assert hosts[0] == (1, "h1", "2024-05-05")
+    assert all(row[3] is None for row in detections)

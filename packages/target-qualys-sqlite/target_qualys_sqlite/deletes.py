@@ -93,6 +93,38 @@ def cascade_tombstones(
     return _execute(connection, child, match, params, hard_delete=hard_delete)
 
 
+def apply_with_cascade(
+    connection: sa.Connection,
+    table: sa.TableClause,
+    key_columns: Sequence[str],
+    tombstones: Sequence[Mapping[str, t.Any]],
+    cascade: Mapping[str, str],
+    *,
+    hard_delete: bool,
+    schema: str | None = None,
+) -> tuple[int, int, list[str]]:
+    """The tombstones of one table and the cascade to its children, in the caller's transaction.
+
+    ``tombstones`` map each of ``key_columns`` (and ``_sdc_deleted_at``) to its value;
+    ``cascade`` maps each child table (in ``schema``) to its column holding this table's key,
+    which must then be a single column. Returns (rows deleted or marked, child rows, children
+    left because they have no ``_sdc_deleted_at`` to mark). Both target modes use this.
+    """
+    changed = apply_tombstones(connection, table, key_columns, tombstones, hard_delete=hard_delete)
+    children = 0
+    left: list[str] = []
+    for child_name, column in cascade.items():
+        child = table_of(connection, child_name, schema)
+        if child is None or column not in child.c:
+            continue  # nothing of that stream loaded (yet)
+        if not hard_delete and DELETED_AT not in child.c:
+            left.append(child_name)
+            continue
+        parents = [(tomb[key_columns[0]], tomb[DELETED_AT]) for tomb in tombstones]
+        children += cascade_tombstones(connection, child, column, parents, hard_delete=hard_delete)
+    return changed, children, left
+
+
 def _execute(
     connection: sa.Connection,
     table: sa.TableClause,

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from singer_sdk.sql.connector import JSONSchemaToSQL
 from sqlalchemy.dialects import postgresql
 
-from target_qualys_sqlite import sdk
+from target_qualys_sqlite import deletes, sdk
 from target_qualys_sqlite.errors import TargetSQLiteError
 from target_qualys_sqlite.sdk import HookedSink, source_key_properties
 from target_qualys_sqlite.validation import CompiledSchemaValidator
@@ -313,6 +313,8 @@ class PostgresSink(HookedSink[PostgresConnector]):
         deleted_at = self.original_schema.get("properties", {}).get(DELETED_AT)
         if deleted_at is not None:
             self.schema["properties"][DELETED_AT] = deleted_at
+        #: The stream may send tombstones: the target queues them and calls apply_tombstones.
+        self.takes_tombstones = deleted_at is not None
         self.payload = bytearray()
         """The binary COPY tuples of the pending batch."""
         self.has_tombstones = False
@@ -409,8 +411,10 @@ class PostgresSink(HookedSink[PostgresConnector]):
         )
         self._apply_tombstones = ""
         if tombstones:
-            # A tombstone (the delete contract): a soft
-            # delete sets only _sdc_deleted_at of an existing row, hard_delete removes the row.
+            # A tombstone (the delete contract): a soft delete sets only _sdc_deleted_at of an
+            # existing live row (a replay keeps the first time), hard_delete removes the row.
+            # Tombstones of a RECORD line are queued by the target (apply_tombstones, with the
+            # cascade); this serves those that reach the batch itself (BATCH files).
             match = " AND ".join(f"t.{quote(k)} = {expr(k, 'd.doc')}" for k in keys)
             deleted = f"d.doc->>{literal(DELETED_AT)} IS NOT NULL"
             if self.config.get("hard_delete"):
@@ -422,7 +426,8 @@ class PostgresSink(HookedSink[PostgresConnector]):
                 column = next(c for c, k in source.items() if k == DELETED_AT)
                 self._apply_tombstones = (
                     f"UPDATE {table} AS t SET {quote(column)} = "  # noqa: S608
-                    f"{expr(column, 'd.doc')} FROM {_STAGE} AS d WHERE {deleted} AND {match}"
+                    f"{expr(column, 'd.doc')} FROM {_STAGE} AS d WHERE {deleted} AND {match} "
+                    f"AND t.{quote(column)} IS NULL"
                 )
 
     @override
@@ -431,13 +436,14 @@ class PostgresSink(HookedSink[PostgresConnector]):
         # does not write: full-table streams are kept current by the upsert instead.
         self.logger.debug("ACTIVATE_VERSION %s ignored: rows are upserted", new_version)
 
-    def add_document(self, document: bytes) -> None:
+    def add_document(self, document: bytes, *, tombstone: bool | None = None) -> None:
         """Queue one record's JSON text (the direct path: no parse, no Python objects).
 
         Only its key is decoded (msgspec skips the rest): a key already in the batch loads the
         batch first, so a staged batch never holds a key twice and records apply in order.
         ``ON CONFLICT DO UPDATE`` cannot update one row twice in a statement, and sorting a
         whole batch of documents to keep each key's last (DISTINCT ON) cost more than the COPY.
+        ``tombstone``: whether the caller already knows (None: look).
         """
         try:
             key = msgspec.structs.astuple(self._decode_key(document))
@@ -447,7 +453,9 @@ class PostgresSink(HookedSink[PostgresConnector]):
             self.load_pending()
         self._batch_keys.add(key)
         self.payload += copy_tuple(document)
-        if not self.has_tombstones and is_tombstone(document):
+        if not self.has_tombstones and (
+            tombstone if tombstone is not None else is_tombstone(document)
+        ):
             self.has_tombstones = True
 
     @override
@@ -481,6 +489,59 @@ class PostgresSink(HookedSink[PostgresConnector]):
             self.add_document(json_document(record))
         self.load_pending()
         return None
+
+    def apply_tombstones(
+        self, tombstones: Sequence[dict[str, t.Any]], cascade: dict[str, str]
+    ) -> tuple[int, int]:
+        """Soft- or hard-delete the rows the tombstones name, and their children in ``cascade``
+        (child table -> column holding this stream's key), in one transaction.
+
+        The same SQLAlchemy Core statements as SQLite mode (deletes.py); values bind as the tap
+        sent them and Postgres casts them to the columns' types (psycopg sends text untyped).
+        Returns (rows deleted or marked here, child rows). The target loaded every pending
+        batch of these tables first, so a delete never precedes the row it deletes.
+        """
+        keys = list(source_key_properties(self))
+        columns = list(self.key_properties)
+        hard = bool(self.config.get("hard_delete"))
+        rows = [
+            {
+                **{c: tomb[k] for k, c in zip(keys, columns, strict=True)},
+                DELETED_AT: tomb[DELETED_AT],
+            }
+            for tomb in tombstones
+        ]
+        try:
+            with sdk.engine(self.connector).begin() as conn:
+                table = deletes.table_of(conn, self.table_name, self.schema_name)
+                if table is None:
+                    return 0, 0
+                children_tables = {
+                    self.conform_name(name, "table"): column for name, column in cascade.items()
+                }
+                changed, children, left = deletes.apply_with_cascade(
+                    conn,
+                    table,
+                    columns,
+                    rows,
+                    children_tables,
+                    hard_delete=hard,
+                    schema=self.schema_name,
+                )
+        except sa.exc.DBAPIError as exc:
+            text = explain_postgres_error(exc, self.connector.url)
+            msg = f"stream '{self.stream_name}': {text}; its deletes were rolled back"
+            raise TargetSQLiteError(msg) from exc
+        for child_name in left:
+            self.logger.warning(
+                "stream '%s': table %s has no %s column; its rows of deleted %s are left "
+                "as they are",
+                self.stream_name,
+                child_name,
+                DELETED_AT,
+                self.stream_name,
+            )
+        return changed, children
 
     def load(self, payload: bytes | bytearray, *, tombstones: bool) -> None:
         """COPY the tuples into the stage, merge them into the table, commit: all or nothing."""

@@ -16,7 +16,7 @@ from singer_sdk.helpers.capabilities import TargetCapabilities
 from singer_sdk.sql import SQLTarget
 from singer_sdk.target_base import Target
 
-from target_qualys_sqlite import sdk
+from target_qualys_sqlite import deletes, sdk
 from target_qualys_sqlite.errors import TargetSQLiteError
 from target_qualys_sqlite.postgres import (
     DEFAULT_BATCH_SIZE_BYTES,
@@ -25,9 +25,10 @@ from target_qualys_sqlite.postgres import (
     PostgresConnector,
     PostgresSink,
     explain_postgres_error,
+    is_tombstone,
 )
 from target_qualys_sqlite.sdk import source_key_properties
-from target_qualys_sqlite.target import TargetSQLite
+from target_qualys_sqlite.target import CASCADE_DELETES, TargetSQLite
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -114,6 +115,7 @@ class TargetPostgres(TargetSQLite):
                 "setting its `_sdc_deleted_at`."
             ),
         ),
+        CASCADE_DELETES,
         th.Property(
             "state_checkpoint_seconds",
             th.NumberType,
@@ -181,8 +183,13 @@ class TargetPostgres(TargetSQLite):
         document = bytes(message.record)
         if not document.startswith(b"{"):
             return False  # not an object: the usual path fails with its own error
+        tombstone = is_tombstone(document)
+        if tombstone and sink.takes_tombstones:
+            return False  # parsed as usual: take_record_message queues it (SQLite mode's way)
+        if self._tombstones:
+            self._flush_tombstones()
         sink.tally_record_read()
-        sink.add_document(document)
+        sink.add_document(document, tombstone=tombstone)
         self._record_taken(sink, sink.max_size)
         return True
 
@@ -190,8 +197,17 @@ class TargetPostgres(TargetSQLite):
     def take_record_message(self, message_dict: dict[str, t.Any]) -> bool:
         # The dict path of a direct stream: as target.py's, except that `_sdc_deleted_at` stays
         # in the record (the SDK strips every `_sdc_*` field; a tombstone needs this one).
-        direct = self._direct_sinks.get(message_dict.get("stream"))  # type: ignore[arg-type]
+        # Tombstones wait, as in SQLite mode, until the next other message: then the pending
+        # upserts of their table and of its cascade children load first, and the deletes commit
+        # before any later STATE is emitted (TargetSQLite._flush_tombstones).
+        stream = message_dict.get("stream")
         record = message_dict.get("record")
+        if type(record) is dict and deletes.is_tombstone(record) and self._takes_tombstone(stream):
+            self._queue_tombstone(stream, record)  # type: ignore[arg-type]
+            return True
+        if self._tombstones:
+            self._flush_tombstones()
+        direct = self._direct_sinks.get(stream)  # type: ignore[arg-type]
         if direct is None or type(record) is not dict:
             return False
         sink, max_size = direct
@@ -222,6 +238,8 @@ class TargetPostgres(TargetSQLite):
     @override
     def process_endofpipe(self) -> None:
         # SQLTarget's: drain every sink (one committed transaction each), then emit the STATE.
+        if self._tombstones:
+            self._flush_tombstones()
         SQLTarget.process_endofpipe(self)
         if self._postgres_connector is not None:
             sdk.dispose_engine(self._postgres_connector)

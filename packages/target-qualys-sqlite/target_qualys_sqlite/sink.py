@@ -181,33 +181,28 @@ class SQLiteSink(HookedSink[SQLiteConnector]):
             }
             for tomb in tombstones
         ]
-        children = 0
         try:
             with engine(self.connector).begin() as conn:
                 table = deletes.table_of(conn, self.table_name)
                 if table is None:
                     return 0, 0
-                changed = deletes.apply_tombstones(conn, table, columns, rows, hard_delete=hard)
-                for child_name, column in cascade.items():
-                    child = deletes.table_of(conn, self.conform_name(child_name, "table"))
-                    if child is None or column not in child.c:
-                        continue  # nothing of that stream loaded (yet)
-                    if not hard and deletes.DELETED_AT not in child.c:
-                        self.logger.warning(
-                            "stream '%s': table %s has no %s column; its rows of deleted %s "
-                            "are left as they are",
-                            self.stream_name,
-                            child_name,
-                            deletes.DELETED_AT,
-                            self.stream_name,
-                        )
-                        continue
-                    parents = [(tomb[keys[0]], tomb[deletes.DELETED_AT]) for tomb in tombstones]
-                    children += deletes.cascade_tombstones(
-                        conn, child, column, parents, hard_delete=hard
-                    )
+                children_tables = {
+                    self.conform_name(name, "table"): column for name, column in cascade.items()
+                }
+                changed, children, left = deletes.apply_with_cascade(
+                    conn, table, columns, rows, children_tables, hard_delete=hard
+                )
         except (sqlite3.Error, sqlalchemy.exc.DBAPIError) as exc:
             raise self._error(exc) from exc
+        for child_name in left:
+            self.logger.warning(
+                "stream '%s': table %s has no %s column; its rows of deleted %s are left "
+                "as they are",
+                self.stream_name,
+                child_name,
+                deletes.DELETED_AT,
+                self.stream_name,
+            )
         return changed, children
 
     def _error(self, exc: BaseException) -> TargetSQLiteError:

@@ -52,6 +52,20 @@ class _UnroutedRecord(msgspec.Struct, tag_field="stream", tag=""):
     """The other member of the RECORD line union when only one stream is decoded directly."""
 
 
+#: The `cascade_deletes` setting, the same in both modes (target-qualys-postgres uses it too).
+CASCADE_DELETES = th.Property(
+    "cascade_deletes",
+    th.ObjectType(additional_properties=th.ObjectType(additional_properties=th.StringType)),
+    default=deletes.DEFAULT_CASCADE,
+    description=(
+        "When a tombstone (a RECORD with `_sdc_deleted_at`) deletes a row of the stream "
+        "named here, also delete (`hard_delete`) or mark the rows of each child table "
+        "whose column holds that row's key: `{stream: {child table: column}}`. `{}` "
+        "turns cascading off."
+    ),
+)
+
+
 class TargetSQLite(HookedTarget):
     """Loads Singer streams into a SQLite database, upserting on each stream's key properties."""
 
@@ -121,17 +135,7 @@ class TargetSQLite(HookedTarget):
                 "syncs still produce complete snapshots. Disable only for full-table syncs."
             ),
         ),
-        th.Property(
-            "cascade_deletes",
-            th.ObjectType(additional_properties=th.ObjectType(additional_properties=th.StringType)),
-            default=deletes.DEFAULT_CASCADE,
-            description=(
-                "When a tombstone (a RECORD with `_sdc_deleted_at`) deletes a row of the stream "
-                "named here, also delete (`hard_delete`) or mark the rows of each child table "
-                "whose column holds that row's key: `{stream: {child table: column}}`. `{}` "
-                "turns cascading off."
-            ),
-        ),
+        CASCADE_DELETES,
         th.Property(
             "state_checkpoint_seconds",
             th.NumberType,
