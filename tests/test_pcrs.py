@@ -160,7 +160,7 @@ def test_incremental_after_reevaluation(world: SimulatorProcess) -> None:
         "pcrs_policies": list(
             merged(first["pcrs_policies"], second["pcrs_policies"], keys=("id",)).values()
         ),
-        "pcrs_policy_host_ids": list(
+        "pcrs_policy_host_ids": live(
             merged(
                 first["pcrs_policy_host_ids"],
                 second.get("pcrs_policy_host_ids", []),
@@ -171,7 +171,52 @@ def test_incremental_after_reevaluation(world: SimulatorProcess) -> None:
             merged(first["pcrs_posture_info"], second["pcrs_posture_info"], keys=("id",)).values()
         ),
     }
+    # Postures of a host that left its policy are not tombstoned (their key is the posture id):
+    # a consumer keeps those of the live memberships.
+    members = {(h["policy_id"], h["host_id"]) for h in union["pcrs_policy_host_ids"]}
+    union["pcrs_posture_info"] = [
+        p for p in union["pcrs_posture_info"] if (p["policy_id"], p["host_id"]) in members
+    ]
     assert_matches_truth(union, world)
+
+
+def live(rows: t.Iterable[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+    """The rows a soft-deleting target shows as live."""
+    return [row for row in rows if not row.get("_sdc_deleted_at")]
+
+
+def removed_truth(sim: SimulatorProcess) -> set[tuple[int, int]]:
+    """Every (policy, host) membership the simulator ended so far."""
+    return {
+        (r["policyId"], r["hostId"]) for r in sim.ground_truth("pcrs_policy_host_ids_removed")
+    }
+
+
+def tombstones(records: dict[str, list[dict[str, t.Any]]]) -> list[dict[str, t.Any]]:
+    """The tombstones of a run's pcrs_policy_host_ids."""
+    return [r for r in records.get("pcrs_policy_host_ids", []) if r.get("_sdc_deleted_at")]
+
+
+def test_hosts_that_left_a_policy_become_tombstones(world: SimulatorProcess) -> None:
+    config = gateway_config(world)
+    first, states = run_tap(config, PCRS_STREAMS)
+    assert not tombstones(first)  # the first run only records each policy's hosts
+    kept = states[-1]["bookmarks"]["pcrs_policy_host_ids"]["policy_members"]
+    active = {p["id"] for p in first["pcrs_policies"] if p["status"] == "active"}
+    assert set(kept) == {str(p) for p in active}
+    before = removed_truth(world)
+    world.advance(86400)
+    (victim,) = world.purge([first["pcrs_policy_host_ids"][0]["host_id"]])
+    ended = removed_truth(world) - before
+    assert {pair for pair in ended if pair[1] != victim}  # some left while their host lives
+    second, states = run_tap(config, PCRS_STREAMS, state=states[-1])
+    dead = tombstones(second)
+    assert all(set(r) == {"policy_id", "host_id", "_sdc_deleted_at"} for r in dead)
+    assert {(r["policy_id"], r["host_id"]) for r in dead} == ended
+    assert len(dead) == len(ended)
+    # A third run with nothing changed has nothing to delete.
+    third, _ = run_tap(config, PCRS_STREAMS, state=states[-1])
+    assert not tombstones(third)
 
 
 def test_pcrs_window_overlaps_the_previous_one(
@@ -200,13 +245,18 @@ def test_pcrs_window_overlaps_the_previous_one(
         }
     }
     run_tap(gateway_config(world), PCRS_STREAMS, state=copy.deepcopy(state))
-    windows = {p.get("lastEvaluationDate") or p.get("lastScanDate") for _, p in sent}
+    # The removed-host sweep asks for each policy's full host list: no date at all.
+    sweeps = [p for _, p in sent if set(p) == {"policyId"}]
+    assert sweeps
+    windows = {p.get("lastEvaluationDate") or p.get("lastScanDate") for _, p in sent} - {None}
     assert windows == {overlapped}  # 24 hours before the bookmark
     assert any(path == PcrsPolicyHostIdsStream.path for path, _ in sent)
+    assert len(sent) == 1 + 2 * len(sweeps)  # the policy list, then two calls per policy
 
     sent.clear()
     run_tap(gateway_config(world, pcrs_overlap_hours=0), PCRS_STREAMS, state=state)
-    assert {p.get("lastEvaluationDate") or p.get("lastScanDate") for _, p in sent} == {bookmark}
+    windows = {p.get("lastEvaluationDate") or p.get("lastScanDate") for _, p in sent} - {None}
+    assert windows == {bookmark}
 
 
 def test_postures_alone_still_walk_the_parents(world: SimulatorProcess) -> None:

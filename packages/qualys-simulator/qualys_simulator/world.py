@@ -228,6 +228,11 @@ class World:
             self._host_ids_cache = None
         return sorted(self.host_id_of(i) for i in indices)
 
+    def purged_count(self) -> int:
+        """How many hosts were purged so far (cheap: lets derived data notice a purge)."""
+        with self._lock:
+            return len(self._purged)
+
     def purged_host_ids(self) -> list[int]:
         """Every host id purged so far (by advances or ``purge``), ascending: the ground truth of
         what a destination must mark deleted, hosts and all their detections."""
