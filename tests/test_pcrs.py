@@ -187,9 +187,7 @@ def live(rows: t.Iterable[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
 
 def removed_truth(sim: SimulatorProcess) -> set[tuple[int, int]]:
     """Every (policy, host) membership the simulator ended so far."""
-    return {
-        (r["policyId"], r["hostId"]) for r in sim.ground_truth("pcrs_policy_host_ids_removed")
-    }
+    return {(r["policyId"], r["hostId"]) for r in sim.ground_truth("pcrs_policy_host_ids_removed")}
 
 
 def tombstones(records: dict[str, list[dict[str, t.Any]]]) -> list[dict[str, t.Any]]:
