@@ -23,6 +23,7 @@ from tap_qualys.client import (
 from tap_qualys.emit import RecordSpool
 from tap_qualys.errors import QualysAPIError
 from tap_qualys.naming import snake_case
+from tap_qualys.purges import decode_ids
 from tap_qualys.retries import FailedAttempt, Kind, classify_gateway_response
 from tap_qualys.streams.pcrs import (
     CONTROLS_VIEW_SQL,
@@ -490,3 +491,86 @@ def test_posture_batches_wait_on_disk_not_in_memory() -> None:
     assert spool.count == len(postures)
     assert spool._file._rolled  # type: ignore[attr-defined]  # past the memory bound: on disk
     assert list(spool) == postures
+
+
+OFFLINE_CONFIG = {
+    "username": "u",
+    "password": "p",
+    "api_server": "http://127.0.0.1:9",
+    "gateway_url": "http://127.0.0.1:9",
+}
+
+
+def sweep_stream(
+    monkeypatch: pytest.MonkeyPatch, answers: list[t.Any], **config: t.Any
+) -> PcrsPolicyHostIdsStream:
+    """The host-id stream, its full-list calls answered from ``answers`` in order (no HTTP)."""
+    tap = TapQualys(config={**OFFLINE_CONFIG, **config})
+    stream = t.cast("PcrsPolicyHostIdsStream", tap.streams["pcrs_policy_host_ids"])
+
+    def answer(_self: t.Any, _path: str, parse: t.Any, **kwargs: t.Any) -> t.Any:
+        assert kwargs["params"] == {"policyId": 7}  # the full list: no lastScanDate
+        item = answers.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return parse(item)
+
+    monkeypatch.setattr(PcrsPolicyHostIdsStream, "gateway_call", answer)
+    return stream
+
+
+def hostids(*ids: int, policy: str = "7", **extra: t.Any) -> list[dict[str, t.Any]]:
+    return [{"policyId": policy, "subscriptionId": "1", "hostIds": [str(i) for i in ids], **extra}]
+
+
+def test_member_sweep_records_then_tombstones_the_hosts_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = sweep_stream(monkeypatch, [hostids(*range(100, 110)), hostids(*range(100, 108), 120)])
+    assert list(stream.member_sweep(7)) == []  # the first run only records
+    kept = stream.stream_state["policy_members"]["7"]
+    assert (kept["count"], decode_ids(kept["ids"])) == (10, list(range(100, 110)))
+    gone = list(stream.member_sweep(7))
+    assert [(r["policy_id"], r["host_id"]) for r in gone] == [(7, 108), (7, 109)]
+    assert all(set(r) == {"policy_id", "host_id", "_sdc_deleted_at"} for r in gone)
+    assert all(r["_sdc_deleted_at"].endswith("Z") for r in gone)
+    kept = stream.stream_state["policy_members"]["7"]
+    assert decode_ids(kept["ids"]) == [*range(100, 108), 120]
+
+
+@pytest.mark.parametrize(
+    ("answer", "logged"),
+    [
+        (hostids(100, error="Policy ID 7 does not exist or is not accessible."), "does not exist"),
+        (hostids(100, policy="8"), "for policy '8'"),
+        (QualysAPIError("pcrs_policy_host_ids: GET failed: HTTP 503"), "HTTP 503"),
+        (hostids(), "more than purge_sweep_max_fraction"),  # an empty list where there were 10
+    ],
+)
+def test_member_sweep_fails_closed(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    answer: t.Any,
+    logged: str,
+) -> None:
+    stream = sweep_stream(monkeypatch, [hostids(*range(100, 110)), answer])
+    list(stream.member_sweep(7))
+    before = copy.deepcopy(stream.stream_state["policy_members"])
+    with caplog.at_level(logging.WARNING):
+        assert list(stream.member_sweep(7)) == []
+    assert stream.stream_state["policy_members"] == before  # the previous list is kept
+    assert logged in caplog.text
+
+
+def test_member_sweep_guard_yields_to_a_raised_fraction(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = sweep_stream(
+        monkeypatch, [hostids(*range(100, 110)), hostids()], purge_sweep_max_fraction=1
+    )
+    list(stream.member_sweep(7))
+    assert len(list(stream.member_sweep(7))) == 10
+
+
+def test_member_sweep_off_makes_no_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = sweep_stream(monkeypatch, [], purge_sweep=False)
+    assert list(stream.member_sweep(7)) == []
+    assert "policy_members" not in stream.stream_state
