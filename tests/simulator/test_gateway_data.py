@@ -11,7 +11,6 @@ from qualys_simulator.gateway_data import (
     AssetFilter,
     CsamData,
     FilterError,
-    PcrsConfig,
     PcrsData,
     iso_ms,
     parse_datetime,
@@ -85,11 +84,11 @@ def _members(pcrs: PcrsData) -> set[tuple[int, int]]:
 
 def test_memberships_end_on_advance_and_purged_hosts_leave_every_policy() -> None:
     world = _world(hosts=200)
-    pcrs = PcrsData(world, PcrsConfig(leave_share=0.05))
+    pcrs = PcrsData(world)
     pcrs.sync()
     before = _members(pcrs)
     assert not pcrs.removed()
-    epoch = world.advance(86400, purge=3, new_hosts=0)
+    epoch = world.advance(86400, purge=3, new_hosts=0, pcrs_leave_share=0.05)
     pcrs.sync()
     after = _members(pcrs)
     removed = set(pcrs.removed())
@@ -109,10 +108,10 @@ def test_memberships_end_on_advance_and_purged_hosts_leave_every_policy() -> Non
 
 def test_no_membership_ends_with_leave_share_zero_and_no_purge() -> None:
     world = _world(hosts=60)
-    pcrs = PcrsData(world, PcrsConfig(leave_share=0.0))
+    pcrs = PcrsData(world)
     pcrs.sync()
     before = _members(pcrs)
-    world.advance(86400, purge=0, new_hosts=0)
+    world.advance(86400, purge=0, new_hosts=0, pcrs_leave_share=0)
     pcrs.sync()
     assert _members(pcrs) == before
     assert pcrs.removed() == []

@@ -686,10 +686,6 @@ class PcrsConfig:
     host_share: float = 0.6  # share of World hosts evaluated by each active policy
     reevaluate_share: float = 0.2  # share of (policy, host) pairs re-evaluated per advance
     flip_share: float = 0.15  # share of controls whose status changes at a re-evaluation
-    # Share of (policy, host) pairs that end per advance: the host left the policy's scope (an
-    # asset group or tag changed). hostids without lastScanDate stops listing it; nothing else
-    # says so (§9). Purged hosts leave every policy as well.
-    leave_share: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -806,11 +802,13 @@ class PcrsData:
                                                          [(0, _sec(at))])
 
     def _apply(self, epoch: Epoch) -> None:
-        # Memberships end first: a host that left a policy is not evaluated by it any more.
+        # Memberships end first (Epoch.pcrs_leave_share; a purged host leaves every policy): a
+        # host that left a policy is not evaluated by it any more. hostids without lastScanDate
+        # stops listing it; nothing else says so (§9).
         self._drop([
             (pi, host_id) for (pi, host_id), pair in self._pairs.items()
             if pair.host_index in epoch.purged
-            or unit(self.seed, "pcrs-leave", epoch.number, pi, host_id) < self.config.leave_share
+            or unit(self.seed, "pcrs-leave", epoch.number, pi, host_id) < epoch.pcrs_leave_share
         ])
         touched: set[int] = set()
         for (pi, host_id), pair in self._pairs.items():

@@ -205,6 +205,7 @@ class World:
                 kb_new_from=self._kb_total,
                 kb_new=int(overrides.get("kb_new", 5)),
                 kb_modified_fraction=float(overrides.get("kb_modified_fraction", 0.02)),
+                pcrs_leave_share=float(overrides.get("pcrs_leave_share", 0.02)),
             )
             self.epochs.append(epoch)
             self._purged |= purged
