@@ -126,6 +126,7 @@ def judge(
     swept_at: str,
     max_fraction: float = DEFAULT_MAX_FRACTION,
     label: str = "hosts: purge sweep",
+    gone: str = "purged",
 ) -> Verdict:
     """Compare a complete sweep (``current``: every id in ``scope``) with the previous one."""
     state = {
@@ -166,6 +167,6 @@ def judge(
     return Verdict(
         vanished,
         state,
-        f"{label}: {len(current):,} host ids, {len(vanished):,} purged since "
+        f"{label}: {len(current):,} host ids, {len(vanished):,} {gone} since "
         f"{previous.get('swept_at')}",
     )

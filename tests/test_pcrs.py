@@ -23,6 +23,7 @@ from tap_qualys.client import (
 from tap_qualys.emit import RecordSpool
 from tap_qualys.errors import QualysAPIError
 from tap_qualys.naming import snake_case
+from tap_qualys.purges import decode_ids
 from tap_qualys.retries import FailedAttempt, Kind, classify_gateway_response
 from tap_qualys.streams.pcrs import (
     CONTROLS_VIEW_SQL,
@@ -160,7 +161,7 @@ def test_incremental_after_reevaluation(world: SimulatorProcess) -> None:
         "pcrs_policies": list(
             merged(first["pcrs_policies"], second["pcrs_policies"], keys=("id",)).values()
         ),
-        "pcrs_policy_host_ids": list(
+        "pcrs_policy_host_ids": live(
             merged(
                 first["pcrs_policy_host_ids"],
                 second.get("pcrs_policy_host_ids", []),
@@ -171,7 +172,50 @@ def test_incremental_after_reevaluation(world: SimulatorProcess) -> None:
             merged(first["pcrs_posture_info"], second["pcrs_posture_info"], keys=("id",)).values()
         ),
     }
+    # Postures of a host that left its policy are not tombstoned (their key is the posture id):
+    # a consumer keeps those of the live memberships.
+    members = {(h["policy_id"], h["host_id"]) for h in union["pcrs_policy_host_ids"]}
+    union["pcrs_posture_info"] = [
+        p for p in union["pcrs_posture_info"] if (p["policy_id"], p["host_id"]) in members
+    ]
     assert_matches_truth(union, world)
+
+
+def live(rows: t.Iterable[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+    """The rows a soft-deleting target shows as live."""
+    return [row for row in rows if not row.get("_sdc_deleted_at")]
+
+
+def removed_truth(sim: SimulatorProcess) -> set[tuple[int, int]]:
+    """Every (policy, host) membership the simulator ended so far."""
+    return {(r["policyId"], r["hostId"]) for r in sim.ground_truth("pcrs_policy_host_ids_removed")}
+
+
+def tombstones(records: dict[str, list[dict[str, t.Any]]]) -> list[dict[str, t.Any]]:
+    """The tombstones of a run's pcrs_policy_host_ids."""
+    return [r for r in records.get("pcrs_policy_host_ids", []) if r.get("_sdc_deleted_at")]
+
+
+def test_hosts_that_left_a_policy_become_tombstones(world: SimulatorProcess) -> None:
+    config = gateway_config(world)
+    first, states = run_tap(config, PCRS_STREAMS)
+    assert not tombstones(first)  # the first run only records each policy's hosts
+    kept = states[-1]["bookmarks"]["pcrs_policy_host_ids"]["policy_members"]
+    active = {p["id"] for p in first["pcrs_policies"] if p["status"] == "active"}
+    assert set(kept) == {str(p) for p in active}
+    before = removed_truth(world)
+    world.advance(86400)
+    (victim,) = world.purge([first["pcrs_policy_host_ids"][0]["host_id"]])
+    ended = removed_truth(world) - before
+    assert {pair for pair in ended if pair[1] != victim}  # some left while their host lives
+    second, states = run_tap(config, PCRS_STREAMS, state=states[-1])
+    dead = tombstones(second)
+    assert all(set(r) == {"policy_id", "host_id", "_sdc_deleted_at"} for r in dead)
+    assert {(r["policy_id"], r["host_id"]) for r in dead} == ended
+    assert len(dead) == len(ended)
+    # A third run with nothing changed has nothing to delete.
+    third, _ = run_tap(config, PCRS_STREAMS, state=states[-1])
+    assert not tombstones(third)
 
 
 def test_pcrs_window_overlaps_the_previous_one(
@@ -200,13 +244,18 @@ def test_pcrs_window_overlaps_the_previous_one(
         }
     }
     run_tap(gateway_config(world), PCRS_STREAMS, state=copy.deepcopy(state))
-    windows = {p.get("lastEvaluationDate") or p.get("lastScanDate") for _, p in sent}
+    # The removed-host sweep asks for each policy's full host list: no date at all.
+    sweeps = [p for _, p in sent if set(p) == {"policyId"}]
+    assert sweeps
+    windows = {p.get("lastEvaluationDate") or p.get("lastScanDate") for _, p in sent} - {None}
     assert windows == {overlapped}  # 24 hours before the bookmark
     assert any(path == PcrsPolicyHostIdsStream.path for path, _ in sent)
+    assert len(sent) == 1 + 2 * len(sweeps)  # the policy list, then two calls per policy
 
     sent.clear()
     run_tap(gateway_config(world, pcrs_overlap_hours=0), PCRS_STREAMS, state=state)
-    assert {p.get("lastEvaluationDate") or p.get("lastScanDate") for _, p in sent} == {bookmark}
+    windows = {p.get("lastEvaluationDate") or p.get("lastScanDate") for _, p in sent} - {None}
+    assert windows == {bookmark}
 
 
 def test_postures_alone_still_walk_the_parents(world: SimulatorProcess) -> None:
@@ -442,3 +491,86 @@ def test_posture_batches_wait_on_disk_not_in_memory() -> None:
     assert spool.count == len(postures)
     assert spool._file._rolled  # type: ignore[attr-defined]  # past the memory bound: on disk
     assert list(spool) == postures
+
+
+OFFLINE_CONFIG = {
+    "username": "u",
+    "password": "p",
+    "api_server": "http://127.0.0.1:9",
+    "gateway_url": "http://127.0.0.1:9",
+}
+
+
+def sweep_stream(
+    monkeypatch: pytest.MonkeyPatch, answers: list[t.Any], **config: t.Any
+) -> PcrsPolicyHostIdsStream:
+    """The host-id stream, its full-list calls answered from ``answers`` in order (no HTTP)."""
+    tap = TapQualys(config={**OFFLINE_CONFIG, **config})
+    stream = t.cast("PcrsPolicyHostIdsStream", tap.streams["pcrs_policy_host_ids"])
+
+    def answer(_self: t.Any, _path: str, parse: t.Any, **kwargs: t.Any) -> t.Any:
+        assert kwargs["params"] == {"policyId": 7}  # the full list: no lastScanDate
+        item = answers.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return parse(item)
+
+    monkeypatch.setattr(PcrsPolicyHostIdsStream, "gateway_call", answer)
+    return stream
+
+
+def hostids(*ids: int, policy: str = "7", **extra: t.Any) -> list[dict[str, t.Any]]:
+    return [{"policyId": policy, "subscriptionId": "1", "hostIds": [str(i) for i in ids], **extra}]
+
+
+def test_member_sweep_records_then_tombstones_the_hosts_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = sweep_stream(monkeypatch, [hostids(*range(100, 110)), hostids(*range(100, 108), 120)])
+    assert list(stream.member_sweep(7)) == []  # the first run only records
+    kept = stream.stream_state["policy_members"]["7"]
+    assert (kept["count"], decode_ids(kept["ids"])) == (10, list(range(100, 110)))
+    gone = list(stream.member_sweep(7))
+    assert [(r["policy_id"], r["host_id"]) for r in gone] == [(7, 108), (7, 109)]
+    assert all(set(r) == {"policy_id", "host_id", "_sdc_deleted_at"} for r in gone)
+    assert all(r["_sdc_deleted_at"].endswith("Z") for r in gone)
+    kept = stream.stream_state["policy_members"]["7"]
+    assert decode_ids(kept["ids"]) == [*range(100, 108), 120]
+
+
+@pytest.mark.parametrize(
+    ("answer", "logged"),
+    [
+        (hostids(100, error="Policy ID 7 does not exist or is not accessible."), "does not exist"),
+        (hostids(100, policy="8"), "for policy '8'"),
+        (QualysAPIError("pcrs_policy_host_ids: GET failed: HTTP 503"), "HTTP 503"),
+        (hostids(), "more than purge_sweep_max_fraction"),  # an empty list where there were 10
+    ],
+)
+def test_member_sweep_fails_closed(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    answer: t.Any,
+    logged: str,
+) -> None:
+    stream = sweep_stream(monkeypatch, [hostids(*range(100, 110)), answer])
+    list(stream.member_sweep(7))
+    before = copy.deepcopy(stream.stream_state["policy_members"])
+    with caplog.at_level(logging.WARNING):
+        assert list(stream.member_sweep(7)) == []
+    assert stream.stream_state["policy_members"] == before  # the previous list is kept
+    assert logged in caplog.text
+
+
+def test_member_sweep_guard_yields_to_a_raised_fraction(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = sweep_stream(
+        monkeypatch, [hostids(*range(100, 110)), hostids()], purge_sweep_max_fraction=1
+    )
+    list(stream.member_sweep(7))
+    assert len(list(stream.member_sweep(7))) == 10
+
+
+def test_member_sweep_off_makes_no_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = sweep_stream(monkeypatch, [], purge_sweep=False)
+    assert list(stream.member_sweep(7)) == []
+    assert "policy_members" not in stream.stream_state

@@ -8,6 +8,7 @@
   lastScanDate=<window>``; one record ``{policy_id, host_id, subscription_id}`` per host. The ids
   arrive as strings and are emitted as integers (they join to ``hosts.id``). An answer with an
   ``error`` and no ids (an unknown policy) is logged as a warning and yields nothing.
+  Hosts that left a policy: see "Removed hosts" below.
 - ``pcrs_posture_info``: ``POST /pcrs/5.0/posture/postureInfo`` with the policy's host ids in
   batches of ``pcrs_batch_size``, up to ``pcrs_max_concurrency`` batches in flight, each with a
   ``pcrs_request_timeout`` (1 hour by default, as QualysETL). Batches are fetched on worker
@@ -22,6 +23,17 @@ their own (``state_partitioning_keys = []``): the policies' bookmark only moves 
 children of every policy were emitted, so a failed run is repeated. Syncing the children
 without selecting ``pcrs_policies`` fetches everything each run, because the window then never
 moves.
+
+Removed hosts: ``hostids`` without ``lastScanDate`` lists a policy's current hosts; nothing else
+says a host left one (its scope changed, or it was purged). Per policy synced, the host-id stream
+asks for that full list too (one more call per policy, ids only) and compares it with the list
+kept in its state (``policy_members``, per policy, in ``purges``' compact encoding); each host gone
+is a tombstone ``{policy_id, host_id, _sdc_deleted_at}``. Fail closed as the hosts' purge sweep:
+a failed call or an answer with an ``error`` deletes nothing and keeps the previous list; more than
+``purge_sweep_max_fraction`` gone deletes nothing; the first run of a policy only records.
+``purge_sweep: false`` turns it off. The postures of a removed host are not tombstoned: their key
+is Qualys' posture ``id``, which the tap would have to keep per host to name them; consumers join
+postures to the live ``pcrs_policy_host_ids`` rows instead.
 
 Keys: ``pcrs_policies.id``; ``pcrs_policy_host_ids`` (``policy_id``, ``host_id``);
 ``pcrs_posture_info.id``, Qualys' posture id, which identifies one (policy, host, control,
@@ -42,16 +54,17 @@ import sys
 import time
 import typing as t
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import msgspec
 from singer_sdk import StreamSchema
 
-from tap_qualys import bookmarks
+from tap_qualys import bookmarks, purges
 from tap_qualys.casting import qualys_filter_datetime
 from tap_qualys.client import QualysGatewayStream
 from tap_qualys.concurrency import OrderedPipeline
 from tap_qualys.emit import RecordSpool
+from tap_qualys.errors import QualysAPIError
 from tap_qualys.naming import GATEWAY_SCHEMAS
 from tap_qualys.retries import transient
 
@@ -74,6 +87,8 @@ DEFAULT_MAX_CONCURRENCY = 10
 #: Qualys' guidance for postureInfo: no more than 15 calls in parallel (§9).
 MAX_CONCURRENCY = 15
 DEFAULT_POSTURE_TIMEOUT = 3600
+#: The host-id stream's state key of each policy's last full host list (see ``member_sweep``).
+MEMBERS_STATE_KEY = "policy_members"
 #: How far before the bookmark the next window starts (``pcrs_overlap_hours``).
 DEFAULT_OVERLAP_HOURS = 24
 #: Posture fields that are ids: emitted as integers whether Qualys sends numbers or strings.
@@ -360,6 +375,62 @@ class PcrsPolicyHostIdsStream(QualysGatewayStream):
         for record in records:
             self.records_emitted += 1
             yield record
+        yield from self.member_sweep(policy_id)
+
+    def member_sweep(self, policy_id: int) -> Iterator[Record]:
+        """Tombstones of the hosts that left ``policy_id`` since the last run (see the module).
+
+        Runs after the policy's live records (and so after its postures' context). Any failure
+        deletes nothing and keeps the previous list, so the next run compares again.
+        """
+        config = self.config
+        if not config.get("purge_sweep", True):
+            return
+        if not self.mask.get(("properties", "_sdc_deleted_at"), True):
+            # Without it a tombstone would reach the target as a live row: no sweep.
+            self.logger.warning(
+                "%s: removed-host sweep skipped: the catalog deselects _sdc_deleted_at",
+                self.name,
+            )
+            return
+        label = f"{self.name}: policy {policy_id}: removed-host sweep"
+        try:
+            entries = self.gateway_call(
+                self.path, read_host_ids, method="GET", params={"policyId": policy_id}
+            )
+        except QualysAPIError as exc:
+            self.logger.warning("%s failed, no host marked removed this run: %s", label, exc)
+            return
+        current: set[int] = set()
+        for entry in entries:
+            if entry.get("error") or as_int(entry.get("policyId")) != policy_id:
+                # An error next to ids may be a partial list: only a clean answer is compared.
+                self.logger.warning(
+                    "%s: Qualys answered %r for policy %r; no host marked removed this run",
+                    label,
+                    entry.get("error"),
+                    entry.get("policyId"),
+                )
+                return
+            current.update(int(str(h).strip()) for h in entry.get("hostIds") or [])
+        kept: dict[str, t.Any] = self.stream_state.setdefault(MEMBERS_STATE_KEY, {})
+        swept_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        verdict = purges.judge(
+            kept.get(str(policy_id)),
+            sorted(current),
+            scope={"policy_id": policy_id},
+            swept_at=swept_at,
+            max_fraction=float(config.get("purge_sweep_max_fraction", purges.DEFAULT_MAX_FRACTION)),
+            label=label,
+            gone="removed",
+        )
+        log = self.logger.warning if verdict.refused or verdict.warn else self.logger.info
+        log("%s", verdict.message)
+        for host_id in verdict.vanished:
+            self.records_emitted += 1
+            yield {"policy_id": policy_id, "host_id": host_id, "_sdc_deleted_at": swept_at}
+        kept[str(policy_id)] = verdict.state
+        self.state_manager.is_flushed = False
 
     @override
     def generate_child_contexts(
@@ -369,6 +440,8 @@ class PcrsPolicyHostIdsStream(QualysGatewayStream):
         # whole id list to batch it. The ids travel through queue_policy, not the context,
         # which the SDK copies into its metric log lines.
         postures = self.postures
+        if record.get("_sdc_deleted_at"):
+            return  # a tombstone: no postures to fetch
         if postures is not None and context and record["host_id"] == self._last_host:
             yield postures.queue_policy(context, self._host_ids)
 

@@ -208,8 +208,32 @@ def compare_stream(
     return problems
 
 
+def live_view(loaded: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """What a consumer reads as current: rows not soft-deleted (``_sdc_deleted_at`` null), and
+    postures only of the policy memberships still live. The tap tombstones a host that left a
+    policy in ``pcrs_policy_host_ids`` but not its postures (keyed by the posture id), so a
+    consumer joins postures to the live memberships; a hard-deleting target needs that too."""
+    view = {
+        stream: [row for row in rows if not row.get("_sdc_deleted_at")]
+        for stream, rows in loaded.items()
+    }
+    # Without membership rows (the stream not synced) there is nothing to join to.
+    if view.get("pcrs_policy_host_ids") and "pcrs_posture_info" in view:
+        members = {
+            (_key_value(row.get("policy_id")), _key_value(row.get("host_id")))
+            for row in view["pcrs_policy_host_ids"]
+        }
+        view["pcrs_posture_info"] = [
+            row
+            for row in view["pcrs_posture_info"]
+            if (_key_value(row.get("policy_id")), _key_value(row.get("host_id"))) in members
+        ]
+    return view
+
+
 def assert_matches_ground_truth(sim: Any, loaded: dict[str, list[dict[str, Any]]]) -> None:
     problems: list[str] = []
+    loaded = live_view(loaded)
     for stream in STREAMS:
         truth = sim.ground_truth(stream)
         assert truth, f"the simulator's ground truth for {stream} is empty: the test proves nothing"

@@ -125,6 +125,16 @@ def test_target_sqlite_incremental_with_purges(pipeline: Pipeline, tmp_path: Pat
     detections = [r for r in loaded["host_detections"] if r["host_id"] in purged]
     assert detections, "the purged hosts had no detections: the cascade is not tested"
     assert all(r["_sdc_deleted_at"] for r in detections)
+    # Hosts that left a PCRS policy (purged ones leave them all): exactly those memberships are
+    # soft-deleted, their other columns kept.
+    removed = {
+        (r["policyId"], r["hostId"])
+        for r in pipeline.sim.ground_truth("pcrs_policy_host_ids_removed")
+    }
+    assert {pair for pair in removed if pair[1] in purged}, "no purged host was in a policy"
+    members = loaded["pcrs_policy_host_ids"]
+    assert {(r["policy_id"], r["host_id"]) for r in members if r["_sdc_deleted_at"]} == removed
+    assert all(r["subscription_id"] for r in members if r["_sdc_deleted_at"])
 
 
 def test_target_postgres_incremental(

@@ -490,8 +490,14 @@ def test_advance_changes_assets_postures_and_expires_tokens() -> None:
         assert served == changed | (set(after_assets) - set(before_assets))
 
         after_postures = {r["id"]: r for r in _truth(moving, "pcrs_posture_info")}
+        # Postures of the memberships that ended at the advance are gone with them.
+        ended = {(r["policyId"], r["hostId"])
+                 for r in _truth(moving, "pcrs_policy_host_ids_removed")}
+        assert ended
+        assert {i for i, r in before_postures.items()
+                if (r["policyId"], r["hostId"]) in ended}.isdisjoint(after_postures)
         flipped = [i for i, r in before_postures.items()
-                   if after_postures[i]["status"] != r["status"]]
+                   if i in after_postures and after_postures[i]["status"] != r["status"]]
         assert flipped
         assert all(after_postures[i]["postureModifiedDate"] > now
                    for i in flipped)

@@ -78,6 +78,45 @@ def test_inactive_policies_have_no_hosts() -> None:
     assert all(pcrs.pairs_of(p) for p in pcrs.policies() if p.active)
 
 
+def _members(pcrs: PcrsData) -> set[tuple[int, int]]:
+    return {(p.id, pair.host_id) for p in pcrs.policies() for pair in pcrs.pairs_of(p)}
+
+
+def test_memberships_end_on_advance_and_purged_hosts_leave_every_policy() -> None:
+    world = _world(hosts=200)
+    pcrs = PcrsData(world)
+    pcrs.sync()
+    before = _members(pcrs)
+    assert not pcrs.removed()
+    epoch = world.advance(86400, purge=3, new_hosts=0, pcrs_leave_share=0.05)
+    pcrs.sync()
+    after = _members(pcrs)
+    removed = set(pcrs.removed())
+    assert after == before - removed
+    assert len(removed) == len(pcrs.removed())  # each ended membership once
+    purged = {world.host_id_of(i) for i in epoch.purged}
+    # Every membership of a purged host ended; some of live hosts ended too (leave_share).
+    assert {pair for pair in before if pair[1] in purged} <= removed
+    assert {pair for pair in removed if pair[1] not in purged}
+    # A purge without an advance takes its host out of every policy at the next sync.
+    victim = next(iter(after))[1]
+    world.purge([victim])
+    pcrs.sync()
+    assert not {pair for pair in _members(pcrs) if pair[1] == victim}
+    assert {pair for pair in after if pair[1] == victim} <= set(pcrs.removed())
+
+
+def test_no_membership_ends_with_leave_share_zero_and_no_purge() -> None:
+    world = _world(hosts=60)
+    pcrs = PcrsData(world)
+    pcrs.sync()
+    before = _members(pcrs)
+    world.advance(86400, purge=0, new_hosts=0, pcrs_leave_share=0)
+    pcrs.sync()
+    assert _members(pcrs) == before
+    assert pcrs.removed() == []
+
+
 @pytest.mark.parametrize("text", ["2026-10-01", "2026-10-01T00:00:00Z",
                                   "2026-10-01T00:00:00.000Z", "1790812800000"])
 def test_parse_datetime_accepts_the_filter_forms(text: str) -> None:

@@ -286,6 +286,8 @@ class GatewayAPI:
         world.register_ground_truth("pcrs_policies", self.pcrs_policies_truth)
         world.register_ground_truth("pcrs_policy_host_ids", self.pcrs_policy_host_ids_truth)
         world.register_ground_truth("pcrs_posture_info", self.pcrs_posture_info_truth)
+        world.register_ground_truth("pcrs_policy_host_ids_removed",
+                                    self.pcrs_policy_host_ids_removed_truth)
 
     # -- runtime configuration ----------------------------------------------------------------
 
@@ -730,6 +732,13 @@ class GatewayAPI:
         for policy in self.pcrs.policies():
             for pair in self.pcrs.pairs_of(policy):
                 yield {"policyId": policy.id, "hostId": pair.host_id}
+
+    def pcrs_policy_host_ids_removed_truth(self) -> Iterator[dict[str, Any]]:
+        """Ground truth of the ended memberships: one row per (policy, host) that left, which a
+        destination must mark deleted."""
+        self.pcrs.sync()
+        for policy_id, host_id in self.pcrs.removed():
+            yield {"policyId": policy_id, "hostId": host_id}
 
     def pcrs_posture_info_truth(self) -> Iterator[dict[str, Any]]:
         """Ground truth of pcrs_posture_info: one posture per policy, host and control."""

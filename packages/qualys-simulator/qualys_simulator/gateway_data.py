@@ -736,6 +736,9 @@ class PcrsData:
     _policy_eval: dict[int, datetime] = field(default_factory=dict, init=False)
     _built: bool = field(default=False, init=False)
     _applied: int = field(default=0, init=False)
+    _purged_seen: int = field(default=0, init=False)
+    # (policy id, host id) of every membership that ended: the ground truth of the tombstones.
+    _removed: list[tuple[int, int]] = field(default_factory=list, init=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
 
     @property
@@ -751,6 +754,17 @@ class PcrsData:
             for epoch in epochs[self._applied :]:
                 self._apply(epoch)
             self._applied = len(epochs)
+            purged = self.world.purged_count()
+            if purged != self._purged_seen:
+                # A purge without an advance (POST /admin/purge): its hosts leave every policy.
+                self._purged_seen = purged
+                self._drop([key for key in self._pairs
+                            if self.world.index_of_host(key[1]) is None])
+
+    def _drop(self, keys: list[tuple[int, int]]) -> None:
+        for key in sorted(keys):
+            del self._pairs[key]
+            self._removed.append((self._policies[key[0]].id, key[1]))
 
     def _build(self) -> None:
         self._built = True
@@ -788,6 +802,14 @@ class PcrsData:
                                                          [(0, _sec(at))])
 
     def _apply(self, epoch: Epoch) -> None:
+        # Memberships end first (Epoch.pcrs_leave_share; a purged host leaves every policy): a
+        # host that left a policy is not evaluated by it any more. hostids without lastScanDate
+        # stops listing it; nothing else says so (§9).
+        self._drop([
+            (pi, host_id) for (pi, host_id), pair in self._pairs.items()
+            if pair.host_index in epoch.purged
+            or unit(self.seed, "pcrs-leave", epoch.number, pi, host_id) < epoch.pcrs_leave_share
+        ])
         touched: set[int] = set()
         for (pi, host_id), pair in self._pairs.items():
             roll = unit(self.seed, "pcrs-reeval", epoch.number, pi, host_id)
@@ -825,6 +847,11 @@ class PcrsData:
         with self._lock:
             pairs = [p for (pi, _), p in self._pairs.items() if pi == policy.index]
         return sorted(pairs, key=lambda p: p.host_id)
+
+    def removed(self) -> list[tuple[int, int]]:
+        """(policy id, host id) of every membership ended so far, in the order they ended."""
+        with self._lock:
+            return list(self._removed)
 
     def pair(self, policy: Policy, host_id: int) -> _Pair | None:
         """The pair of ``policy`` and ``host_id``; None when the policy does not evaluate it."""

@@ -53,6 +53,9 @@ class Epoch:
     kb_new_from: int
     kb_new: int
     kb_modified_fraction: float
+    # Share of PCRS (policy, host) memberships that end at this advance (the host left the
+    # policy's scope); purged hosts leave every policy regardless.
+    pcrs_leave_share: float = 0.02
 
 
 @dataclass(slots=True)

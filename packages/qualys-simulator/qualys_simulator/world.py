@@ -205,6 +205,7 @@ class World:
                 kb_new_from=self._kb_total,
                 kb_new=int(overrides.get("kb_new", 5)),
                 kb_modified_fraction=float(overrides.get("kb_modified_fraction", 0.02)),
+                pcrs_leave_share=float(overrides.get("pcrs_leave_share", 0.02)),
             )
             self.epochs.append(epoch)
             self._purged |= purged
@@ -227,6 +228,11 @@ class World:
             self._purged |= indices
             self._host_ids_cache = None
         return sorted(self.host_id_of(i) for i in indices)
+
+    def purged_count(self) -> int:
+        """How many hosts were purged so far (cheap: lets derived data notice a purge)."""
+        with self._lock:
+            return len(self._purged)
 
     def purged_host_ids(self) -> list[int]:
         """Every host id purged so far (by advances or ``purge``), ascending: the ground truth of
