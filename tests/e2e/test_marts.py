@@ -692,7 +692,12 @@ def test_deleted_rows_are_left_out(
             "SELECT unique_vuln_id FROM open_detections WHERE host_id NOT IN (?, ?) LIMIT 1",
             (gone_host, purged_host),
         ).fetchone()[0]
-        for table in ("hosts", "host_detections"):
+        left_policy, left_host = connection.execute(
+            "SELECT policy_id, host_id FROM pcrs_posture_info "
+            "WHERE host_id NOT IN (?, ?) LIMIT 1",
+            (gone_host, purged_host),
+        ).fetchone()
+        for table in ("hosts", "host_detections", "pcrs_policy_host_ids"):
             columns = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
             if "_sdc_deleted_at" not in columns:
                 connection.execute(f"ALTER TABLE {table} ADD COLUMN _sdc_deleted_at TEXT")
@@ -706,6 +711,12 @@ def test_deleted_rows_are_left_out(
             "UPDATE host_detections SET _sdc_deleted_at = '2026-11-01T00:00:00Z' "
             "WHERE unique_vuln_id = ?",
             (gone_detection,),
+        )
+        # A host that left a policy: its membership is marked, its postures are not.
+        connection.execute(
+            "UPDATE pcrs_policy_host_ids SET _sdc_deleted_at = '2026-11-01T00:00:00Z' "
+            "WHERE policy_id = ? AND host_id = ?",
+            (left_policy, left_host),
         )
         connection.commit()
     finally:
@@ -725,6 +736,19 @@ def test_deleted_rows_are_left_out(
                 (gone_host, purged_host, gone_detection),
             ).fetchone()[0]
             assert found == 0, model
+        left_postures = connection.execute(
+            "SELECT count(*) FROM stg_pcrs_postures WHERE policy_id = ? AND host_id = ?",
+            (left_policy, left_host),
+        ).fetchone()[0]
+        assert left_postures == 0
+        other_postures = connection.execute(
+            "SELECT count(*) FROM stg_pcrs_postures WHERE host_id = ?", (left_host,)
+        ).fetchone()[0]
+        raw_other = connection.execute(
+            "SELECT count(*) FROM pcrs_posture_info WHERE host_id = ? AND policy_id <> ?",
+            (left_host, left_policy),
+        ).fetchone()[0]
+        assert other_postures == raw_other  # the host's other policies keep their postures
         still_open = connection.execute("SELECT count(*) FROM open_detections").fetchone()[0]
     finally:
         connection.close()

@@ -87,14 +87,18 @@
 {#- `where` clause keeping live rows: the deletes contract's soft-deleted rows carry
     _sdc_deleted_at, and tables loaded before that column existed (or by loaders that hard-delete)
     have no such column, so the filter is there only where the column is. -#}
-{%- macro live_rows(relation) -%}
+{%- macro has_deletes(relation) -%}
   {%- set ns = namespace(has_column=false) -%}
   {%- if execute -%}
     {%- for column in adapter.get_columns_in_relation(relation) -%}
       {%- if column.name | lower == '_sdc_deleted_at' -%}{%- set ns.has_column = true -%}{%- endif -%}
     {%- endfor -%}
   {%- endif -%}
-  {%- if ns.has_column -%} where _sdc_deleted_at is null {%- else -%} where 1 = 1 {%- endif -%}
+  {{ return(ns.has_column) }}
+{%- endmacro -%}
+
+{%- macro live_rows(relation) -%}
+  {%- if has_deletes(relation) -%} where _sdc_deleted_at is null {%- else -%} where 1 = 1 {%- endif -%}
 {%- endmacro -%}
 
 {#- The moment ages are measured at: the `as_of` var, else the newest detection evidence. -#}
