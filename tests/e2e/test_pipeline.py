@@ -204,6 +204,15 @@ def test_target_postgres_purged_hosts(
         r for r in rows["host_detections"] if r["host_id"] in live_hosts
     ]
     assert_matches_ground_truth(pipeline.sim, live_rows)
+    # Hosts that left a PCRS policy: their memberships are marked the same way (nulls elsewhere).
+    removed = {
+        (r["policyId"], r["hostId"])
+        for r in pipeline.sim.ground_truth("pcrs_policy_host_ids_removed")
+    }
+    assert {pair for pair in removed if pair[1] in purged}, "no purged host was in a policy"
+    members = rows["pcrs_policy_host_ids"]
+    marked = {(r["policy_id"], r["host_id"]) for r in members if r["_sdc_deleted_at"] is not None}
+    assert marked == removed
 
 
 @pytest.mark.skipif(

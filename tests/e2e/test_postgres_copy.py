@@ -197,3 +197,13 @@ def test_purged_hosts_and_their_detections_marked_deleted(
     assert all(
         r["_sdc_deleted_at"] is None for r in rows["host_detections"] if r["host_id"] not in purged
     )
+    # Hosts that left a PCRS policy: exactly those memberships are marked, their columns kept.
+    removed = {
+        (r["policyId"], r["hostId"])
+        for r in pipeline.sim.ground_truth("pcrs_policy_host_ids_removed")
+    }
+    assert {pair for pair in removed if pair[1] in purged}, "no purged host was in a policy"
+    members = rows["pcrs_policy_host_ids"]
+    marked = [r for r in members if r["_sdc_deleted_at"] is not None]
+    assert {(r["policy_id"], r["host_id"]) for r in marked} == removed
+    assert all(r["subscription_id"] for r in marked)
