@@ -1,11 +1,16 @@
-"""The Postgres mode's binary COPY encoding, checked by a real round trip through PostgreSQL."""
+"""The Postgres mode's binary COPY encoding and its json_to_record casts, checked by a real round
+trip through PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +22,9 @@ from target_qualys_sqlite.postgres import (
     COPY_HEADER,
     COPY_TRAILER,
     copy_tuple,
-    field_expression,
     is_tombstone,
     json_document,
+    record_definition,
     sanitize_json,
 )
 
@@ -46,13 +51,13 @@ def connection() -> Iterator[Any]:
 
 
 def round_trip(connection: Any, documents: list[bytes]) -> list[Any]:
-    """COPY the documents as the sink does; what Postgres stored, as Python values."""
+    """COPY the documents as the sink does; what Postgres read from them, as Python values."""
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS docs (seq serial, doc jsonb)")
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS docs (seq serial, doc text)")
         cursor.execute("TRUNCATE docs")
         with cursor.copy("COPY docs (doc) FROM STDIN (FORMAT binary)") as copy:
             copy.write(COPY_HEADER + b"".join(copy_tuple(d) for d in documents) + COPY_TRAILER)
-        cursor.execute("SELECT doc FROM docs ORDER BY seq")
+        cursor.execute("SELECT doc::jsonb FROM docs ORDER BY seq")
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -105,17 +110,22 @@ def test_raw_tap_lines_are_copied_as_they_are(connection: Any) -> None:
         ("jsonb", None, None),
         ("jsonb", {"a": [1]}, {"a": [1]}),
         ("jsonb", [], []),
+        ("jsonb", "a string", "a string"),
+        ("text", 12, "12"),
+        ("boolean", None, None),
         ("timestamp with time zone", "2024-01-02T05:04:05+02:00", "2024-01-02 03:04:05+00"),
     ],
 )
-def test_field_expressions_cast_to_the_column_type(
+def test_json_to_record_casts_to_the_column_type(
     connection: Any, column_type: str, value: Any, expected: Any
 ) -> None:
-    document = msgspec.json.encode({"k'ey": value}).decode()
-    expression = field_expression("doc", "k'ey", column_type)
+    document = msgspec.json.encode({"k'ey": value, "other": 1}).decode()
+    fields = record_definition([("k'ey", column_type)])
     with connection.cursor() as cursor:
         cursor.execute("SET TIME ZONE 'UTC'")
-        cursor.execute(f"SELECT {expression} FROM (SELECT %s::jsonb AS doc) AS s", (document,))
+        cursor.execute(
+            f'SELECT x."k\'ey" FROM json_to_record(%s::json) AS x({fields})', (document,)
+        )
         (got,) = cursor.fetchone()
     if column_type == "numeric":
         got = int(got)
@@ -124,13 +134,14 @@ def test_field_expressions_cast_to_the_column_type(
     assert got == expected
 
 
-def test_absent_field_is_null(connection: Any) -> None:
+def test_absent_field_is_null_and_keys_keep_their_case(connection: Any) -> None:
+    fields = record_definition([("missing", "bigint"), ("gone", "jsonb"), ("policyId", "bigint")])
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {field_expression('doc', 'missing', 'bigint')}, "
-            f"{field_expression('doc', 'missing', 'jsonb')} FROM (SELECT '{{}}'::jsonb AS doc) s"
+            f'SELECT x.missing, x.gone, x."policyId" FROM json_to_record(%s::json) AS x({fields})',
+            ('{"policyid": 1, "policyId": 2}',),
         )
-        assert cursor.fetchone() == (None, None)
+        assert cursor.fetchone() == (None, None, 2)
 
 
 def test_tombstone_detection() -> None:
@@ -381,3 +392,114 @@ def test_cascade_deletes_can_be_turned_off(tmp_path: Path, database: str) -> Non
     hosts, detections = cascade_state(database)
     assert hosts[0] == (1, "h1", "2024-05-05")
     assert all(row[3] is None for row in detections)
+
+
+def test_a_batch_failing_in_the_background_stops_the_run_before_its_state(
+    tmp_path: Path, database: str
+) -> None:
+    # Batches load on a background thread while the next is read (BackgroundLoads): a batch that
+    # Postgres refuses must still fail the run with one line, and no STATE after it may be
+    # emitted; the batches and STATEs before it stay, in order.
+    lines = [
+        HOSTS_SCHEMA,
+        *(record(id=i, dns=f"v{i}", _sdc_deleted_at=None) for i in range(1, 6)),
+        {"type": "STATE", "value": {"upto": 5}},
+        record(id=6, dns="ok", _sdc_deleted_at=None),
+        record(id="not a number", dns="bad", _sdc_deleted_at=None),
+        {"type": "STATE", "value": {"upto": 7}},
+        *(record(id=i, dns=f"v{i}", _sdc_deleted_at=None) for i in range(8, 50)),
+        {"type": "STATE", "value": {"upto": 49}},
+    ]
+    host, port = CONNINFO.split(maxsplit=1)[0][5:], CONNINFO.split()[1][5:]
+    config_file = tmp_path / "target.json"
+    config_file.write_text(
+        json.dumps(
+            {
+                "host": host,
+                "port": int(port),
+                "user": "postgres",
+                "password": "postgres",
+                "database": database,
+                "default_target_schema": "t",
+                "batch_size_rows": 2,
+                "state_checkpoint_seconds": 0,
+            }
+        )
+    )
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "target-qualys-postgres"), "--config", str(config_file)],
+        input="".join(json.dumps(line) + "\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "stream 'hosts'" in last
+    assert "the batch was rolled back" in last
+    assert "Traceback" not in result.stderr
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [{"upto": 5}]
+    with psycopg.connect(CONNINFO.replace("dbname=postgres", f"dbname={database}")) as conn:
+        ids = [row[0] for row in conn.execute("SELECT id FROM t.hosts ORDER BY id")]
+    # Batches of two: (1, 2), (3, 4), (5, 6) committed; the one holding the bad id failed.
+    assert ids[:5] == [1, 2, 3, 4, 5]
+    assert all(i < 8 for i in ids)
+
+
+def test_sigterm_while_batches_load_in_the_background(tmp_path: Path, database: str) -> None:
+    # An operator's SIGTERM while a batch is loading on the background thread: the run fails
+    # promptly (143), emits no STATE after the signal, and every STATE it did emit is backed by
+    # committed rows (the next run resumes from it and loses nothing).
+    host, port = CONNINFO.split(maxsplit=1)[0][5:], CONNINFO.split()[1][5:]
+    config_file = tmp_path / "target.json"
+    config_file.write_text(
+        json.dumps(
+            {
+                "host": host,
+                "port": int(port),
+                "user": "postgres",
+                "password": "postgres",
+                "database": database,
+                "default_target_schema": "t",
+                "batch_size_rows": 50,
+                "state_checkpoint_seconds": 0,
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "target-qualys-postgres"), "--config", str(config_file)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+
+    def feed() -> None:
+        assert process.stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError, ValueError):  # closed by the test
+            process.stdin.write((json.dumps(HOSTS_SCHEMA) + "\n").encode())
+            for i in range(1, 1_000_000):
+                line = record(id=i, dns="x" * 200, _sdc_deleted_at=None)
+                process.stdin.write((json.dumps(line) + "\n").encode())
+                if i % 100 == 0:
+                    state = {"type": "STATE", "value": {"upto": i}}
+                    process.stdin.write((json.dumps(state) + "\n").encode())
+                    process.stdin.flush()
+                    time.sleep(0.01)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    states = [json.loads(process.stdout.readline()) for _ in range(3)]
+    process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    rest, stderr = process.communicate(timeout=30)
+    assert process.returncode == 143, stderr.decode()[-3000:]
+    assert time.monotonic() - signalled < 20
+    assert b"no STATE was emitted after the signal" in stderr
+    states += [json.loads(line) for line in rest.splitlines()]
+    upto = states[-1]["upto"]
+    with psycopg.connect(CONNINFO.replace("dbname=postgres", f"dbname={database}")) as conn:
+        ids = {row[0] for row in conn.execute("SELECT id FROM t.hosts")}
+    assert set(range(1, upto + 1)) <= ids

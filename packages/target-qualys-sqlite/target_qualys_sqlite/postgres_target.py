@@ -233,6 +233,9 @@ class TargetPostgres(TargetSQLite):
 
     @override
     def hold_state(self, state: dict[str, t.Any]) -> bool:
+        # The SDK emits a STATE after draining every sink: the drained batches load in the
+        # background (BackgroundLoads), so the STATE waits until they have committed.
+        self.target_connector.loads.wait()
         return False
 
     @override
@@ -242,6 +245,7 @@ class TargetPostgres(TargetSQLite):
             self._flush_tombstones()
         SQLTarget.process_endofpipe(self)
         if self._postgres_connector is not None:
+            self._postgres_connector.loads.wait()
             sdk.dispose_engine(self._postgres_connector)
         self._finished = True
 
