@@ -315,7 +315,14 @@ def _shards(
         command = f"{TAP} --config {config} --catalog {catalog} | {LOADER} --config {target}"
         log = (work / f"shard-{shard}.log").open("wb")
         running.append(
-            (subprocess.Popen(["bash", "-o", "pipefail", "-c", command], stderr=log), log)
+            (
+                subprocess.Popen(
+                    ["bash", "-o", "pipefail", "-c", command],
+                    stdout=subprocess.DEVNULL,  # the loaders' STATE lines
+                    stderr=log,
+                ),
+                log,
+            )
         )
     for process, log in running:
         log.close()

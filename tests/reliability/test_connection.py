@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,22 +32,44 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.mark.parametrize(("url", "says"), [
-    (None, "connection refused"),  # a free loopback port: nothing listens there
-    ("https://qualysapi.nowhere.invalid", "does not resolve"),
-])
-@pytest.mark.parametrize("streams", [("hosts",), ("csam_assets",)])
-def test_a_first_call_to_nothing_fails_in_seconds(
-        tmp_path: Path, url: str | None, says: str, streams: tuple[str, ...]) -> None:
-    url = url or f"http://127.0.0.1:{free_port()}"
+#: (streams, URL or None for a free loopback port, what the error line says). The VM API and the
+#: gateway, each with nothing listening and with a name that does not resolve.
+NOTHING_CASES = [
+    (streams, url, says)
+    for streams in (("hosts",), ("csam_assets",))
+    for url, says in (
+        (None, "connection refused"),
+        ("https://qualysapi.nowhere.invalid", "does not resolve"),
+    )
+]
+
+
+def run_at_once(cases: list[Any], one: Callable[[Path, Any], Any], tmp_path: Path) -> list[Any]:
+    """``one(workdir, case)`` for every case in parallel threads: each run spends its ~20-60 s
+    waiting on timeouts, not on the CPU, so the cases take the time of the slowest."""
+    workdirs = [tmp_path / f"case{i}" for i in range(len(cases))]
+    for workdir in workdirs:
+        workdir.mkdir()
+    with ThreadPoolExecutor(len(cases)) as pool:
+        return list(pool.map(one, workdirs, cases))
+
+
+def test_a_first_call_to_nothing_fails_in_seconds(tmp_path: Path) -> None:
     with simulator(hosts=2, seed=1) as sim:  # for the discovery run only
-        pipeline = Pipeline(sim, tmp_path, **DEFAULT_RETRIES)
-        config = pipeline.config(api_server=url, gateway_url=url)
-        # Bounded: the full retry budget would take 4 to 8.5 minutes.
-        result = pipeline.run(config=config, streams=streams, timeout=75)
-    line = assert_one_clear_line(result, names=(url, "api_server"), says=(says,))
-    assert not has_traceback(result), result.describe()
-    assert "gateway_url" in line, line
+
+        def one(workdir: Path, case: tuple[tuple[str, ...], str | None, str]) -> Any:
+            streams, url, says = case
+            url = url or f"http://127.0.0.1:{free_port()}"
+            pipeline = Pipeline(sim, workdir, **DEFAULT_RETRIES)
+            config = pipeline.config(api_server=url, gateway_url=url)
+            # Bounded: the full retry budget would take 4 to 8.5 minutes.
+            return streams, url, says, pipeline.run(config=config, streams=streams, timeout=75)
+
+        results = run_at_once(NOTHING_CASES, one, tmp_path)
+    for streams, url, says, result in results:
+        line = assert_one_clear_line(result, names=(url, "api_server"), says=(says,))
+        assert not has_traceback(result), (streams, result.describe())
+        assert "gateway_url" in line, (streams, line)
 
 
 def test_a_server_lost_after_it_answered_keeps_the_full_retry_budget(tmp_path: Path) -> None:
@@ -95,15 +119,20 @@ def dropping_port() -> Iterator[int]:
             each.close()
 
 
-@pytest.mark.parametrize("streams", [("hosts",), ("csam_assets",)])
 def test_a_first_call_into_a_firewall_that_drops_fails_in_seconds(
-        tmp_path: Path, dropping_port: int, streams: tuple[str, ...]) -> None:
+        tmp_path: Path, dropping_port: int) -> None:
     """Connecting waited as long as a read may (request_timeout, 30 min; 60 s for /auth), so a
-    dropping firewall took 3 minutes (gateway) or more (VM API) to fail instead of ~30 s."""
+    dropping firewall took 3 minutes (gateway) or more (VM API) to fail instead of ~30 s.
+    The VM API (hosts) and the gateway (csam_assets) at once."""
     url = f"http://127.0.0.1:{dropping_port}"
     with simulator(hosts=2, seed=1) as sim:  # for the discovery run only
-        pipeline = Pipeline(sim, tmp_path, **DEFAULT_RETRIES)
-        config = pipeline.config(api_server=url, gateway_url=url)
-        result = pipeline.run(config=config, streams=streams, timeout=90)
-    assert_one_clear_line(result, names=(url, "api_server"), says=("timed out",))
-    assert not has_traceback(result), result.describe()
+
+        def one(workdir: Path, streams: tuple[str, ...]) -> Any:
+            pipeline = Pipeline(sim, workdir, **DEFAULT_RETRIES)
+            config = pipeline.config(api_server=url, gateway_url=url)
+            return pipeline.run(config=config, streams=streams, timeout=90)
+
+        results = run_at_once([("hosts",), ("csam_assets",)], one, tmp_path)
+    for result in results:
+        assert_one_clear_line(result, names=(url, "api_server"), says=("timed out",))
+        assert not has_traceback(result), result.describe()
