@@ -503,3 +503,38 @@ def test_sigterm_while_batches_load_in_the_background(tmp_path: Path, database: 
     with psycopg.connect(CONNINFO.replace("dbname=postgres", f"dbname={database}")) as conn:
         ids = {row[0] for row in conn.execute("SELECT id FROM t.hosts")}
     assert set(range(1, upto + 1)) <= ids
+
+
+@pytest.mark.parametrize("hard_delete", [False, True])
+def test_tombstones_in_a_batch_file(tmp_path: Path, database: str, hard_delete: bool) -> None:
+    # BATCH messages reach the sink without the target's tombstone queue: the batch's own
+    # statement applies them after its upsert (json_to_record reads _sdc_deleted_at too).
+    when = "2024-05-05T00:00:00+00:00"
+    run_loader(
+        tmp_path,
+        database,
+        [HOSTS_SCHEMA, *(record(id=i, dns=f"v{i}", _sdc_deleted_at=None) for i in (1, 2, 3))],
+    )
+    batch = tmp_path / "hosts-1.jsonl"
+    batch.write_text(
+        json.dumps({"id": 2, "_sdc_deleted_at": when})
+        + "\n"
+        + json.dumps({"id": 4, "dns": "v4", "_sdc_deleted_at": None})
+        + "\n"
+    )
+    message = {
+        "type": "BATCH",
+        "stream": "hosts",
+        "encoding": {"format": "jsonl", "compression": "none"},
+        "manifest": [batch.as_uri()],
+    }
+    run_loader(tmp_path, database, [HOSTS_SCHEMA, message], hard_delete=hard_delete)
+    with psycopg.connect(CONNINFO.replace("dbname=postgres", f"dbname={database}")) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        rows = conn.execute(
+            "SELECT id, dns, _sdc_deleted_at IS NOT NULL FROM t.hosts ORDER BY id"
+        ).fetchall()
+    if hard_delete:
+        assert rows == [(1, "v1", False), (3, "v3", False), (4, "v4", False)]
+    else:
+        assert rows == [(1, "v1", False), (2, "v2", True), (3, "v3", False), (4, "v4", False)]

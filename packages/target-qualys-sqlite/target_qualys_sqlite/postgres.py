@@ -96,11 +96,6 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def literal(text: str) -> str:
-    """A quoted Postgres string literal (for JSON keys in ``doc->'key'``)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 def record_definition(fields: Sequence[tuple[str, str]]) -> str:
     """The column definition list of ``json_to_record(doc) AS x(...)`` for (JSON key, type) pairs.
 
@@ -203,7 +198,8 @@ class BackgroundLoads:
     barrier before anything that must follow the loads (a STATE, tombstones, the end of the run);
     a load's error is raised there or at the next ``submit``, so no STATE follows a failed batch.
     The thread is a daemon: a run stopped by a signal exits at once, and Postgres rolls back the
-    transaction of the connection that dies with it.
+    transaction of the connection that dies with it. Only the main thread submits and waits (the
+    target drains its sinks one at a time: ``max_parallelism`` is 1).
     """
 
     def __init__(self) -> None:
