@@ -4,6 +4,7 @@ trip through PostgreSQL."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import signal
@@ -538,3 +539,52 @@ def test_tombstones_in_a_batch_file(tmp_path: Path, database: str, hard_delete: 
         assert rows == [(1, "v1", False), (3, "v3", False), (4, "v4", False)]
     else:
         assert rows == [(1, "v1", False), (2, "v2", True), (3, "v3", False), (4, "v4", False)]
+
+
+def query(database: str, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(CONNINFO.replace("dbname=postgres", f"dbname={database}")) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        return conn.execute(sql).fetchall()
+
+
+def hosts_schema_with(**properties: Any) -> dict[str, Any]:
+    schema = copy.deepcopy(HOSTS_SCHEMA)
+    schema["schema"]["properties"].update(properties)
+    return schema
+
+
+def test_a_property_name_of_64_bytes_or_more_is_loaded(tmp_path: Path, database: str) -> None:
+    # json_to_record matches a JSON key to a column of its definition list by name, and names are
+    # identifiers, cut to 63 bytes: a longer key (here 66 bytes of UTF-8, conformed to a shorter
+    # column name) would load as NULL without a word. Such keys are read from the jsonb instead.
+    name = "Détails de la vulnérabilité (résumé) — première détection"  # 57 chars, 66 bytes
+    assert len(name.encode()) >= 64
+    schema = hosts_schema_with(**{name: {"type": ["string", "null"]}})
+    run_loader(
+        tmp_path,
+        database,
+        [schema, record(id=1, dns="a", _sdc_deleted_at=None, **{name: "first seen 2024"})],
+    )
+    column = "dtails_de_la_vulnrabilit_rsum__premire_dtection"
+    assert query(database, f"SELECT id, {column} FROM t.hosts") == [(1, "first seen 2024")]
+
+
+def test_an_existing_varchar_column_still_takes_a_longer_value(
+    tmp_path: Path, database: str
+) -> None:
+    # A table made earlier by another loader with `dns varchar(255)`: json_to_record would read
+    # the value with the column's length and fail the run; an explicit cast cuts it, as the
+    # loader always did, so a pipeline that loaded yesterday still loads today.
+    with psycopg.connect(
+        CONNINFO.replace("dbname=postgres", f"dbname={database}"), autocommit=True
+    ) as conn:
+        conn.execute(
+            "CREATE SCHEMA t; CREATE TABLE t.hosts (id bigint PRIMARY KEY, dns varchar(255), "
+            "_sdc_deleted_at timestamptz)"
+        )
+    run_loader(
+        tmp_path,
+        database,
+        [HOSTS_SCHEMA, record(id=1, dns="x" * 300, _sdc_deleted_at=None), record(id=2, dns="b")],
+    )
+    assert [row[0] for row in query(database, "SELECT id FROM t.hosts ORDER BY id")] == [1, 2]

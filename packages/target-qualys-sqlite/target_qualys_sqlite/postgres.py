@@ -96,6 +96,25 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def literal(text: str) -> str:
+    """A quoted Postgres string literal (for JSON keys in ``doc->'key'``)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+#: Identifiers are cut to 63 bytes, and json_to_record then ignores the document's longer key.
+MAX_RECORD_KEY_BYTES = 63
+
+
+def jsonb_field(document: str, key: str, column_type: str) -> str:
+    """Field ``key`` of the jsonb ``document`` as ``column_type``, for the keys that
+    ``json_to_record`` cannot take (longer than ``MAX_RECORD_KEY_BYTES``). A JSON null is NULL."""
+    if column_type in {"jsonb", "json"}:
+        return f"NULLIF({document}->{literal(key)}, 'null')::{column_type}"
+    if column_type == "text":
+        return f"{document}->>{literal(key)}"
+    return f"({document}->>{literal(key)})::{column_type}"
+
+
 def record_definition(fields: Sequence[tuple[str, str]]) -> str:
     """The column definition list of ``json_to_record(doc) AS x(...)`` for (JSON key, type) pairs.
 
@@ -447,13 +466,28 @@ class PostgresSink(HookedSink[PostgresConnector]):
         deleted_at = next((c for c, k in source.items() if k == DELETED_AT), "")
         # Each staged document parsed once, into the table's column types (record_definition);
         # a tombstone's time is read even where the table has no column for it.
-        fields = [(source[c], types[c]) for c in columns]
+        # Two exceptions: a key too long for an identifier is read from the jsonb document, and a
+        # fixed-length column (varchar(n) of a table made by another loader) is read as text and
+        # cast explicitly, which cuts a longer value as the former loader did instead of failing.
+        fields: list[tuple[str, str]] = []
+        expressions: dict[str, str] = {}
+        for c in columns:
+            key, column_type = source[c], types[c]
+            if len(key.encode()) > MAX_RECORD_KEY_BYTES:
+                expressions[c] = jsonb_field("d.doc::jsonb", key, column_type)
+            elif column_type.startswith(("character varying(", "character(")):
+                fields.append((key, "text"))
+                expressions[c] = f"x.{quote(key)}::{column_type}"
+            else:
+                fields.append((key, column_type))
+                expressions[c] = f"x.{quote(key)}"
         if tombstones and deleted_at not in types:
             fields.append((DELETED_AT, "timestamp with time zone"))
+            expressions[deleted_at] = f"x.{quote(DELETED_AT)}"
         staged = f"{_STAGE} AS d, json_to_record(d.doc::json) AS x({record_definition(fields)})"
 
         def field(column: str) -> str:
-            return f"x.{quote(source[column])}"
+            return expressions[column]
 
         # No key appears twice in a staged batch (add_document), so each row is merged once.
         live = f" WHERE {field(deleted_at)} IS NULL" if tombstones else ""
