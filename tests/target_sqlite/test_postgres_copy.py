@@ -183,23 +183,46 @@ def test_unreachable_server_is_one_line_without_the_password(
     assert "Traceback" not in result.stderr
 
 
-def run_loader(tmp_path: Path, database: str, lines: list[dict[str, Any]], **settings: Any) -> str:
+def loader_command(tmp_path: Path, database: str, **settings: Any) -> list[str]:
+    """target-qualys-postgres with a config for ``database`` (schema ``t``) and ``settings``."""
     host, port = CONNINFO.split(maxsplit=1)[0][5:], CONNINFO.split()[1][5:]
     config = {"host": host, "port": int(port), "user": "postgres", "password": "postgres"}
     config_file = tmp_path / "target.json"
     config_file.write_text(
         json.dumps({**config, "database": database, "default_target_schema": "t", **settings})
     )
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "target-qualys-postgres"), "--config", str(config_file)],
+    return [
+        str(Path(sys.executable).parent / "target-qualys-postgres"),
+        "--config",
+        str(config_file),
+    ]
+
+
+def load(
+    tmp_path: Path, database: str, lines: list[dict[str, Any]], **settings: Any
+) -> subprocess.CompletedProcess[str]:
+    """One run of the loader on ``lines``, whatever its exit status."""
+    return subprocess.run(
+        loader_command(tmp_path, database, **settings),
         input="".join(json.dumps(line) + "\n" for line in lines),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def run_loader(tmp_path: Path, database: str, lines: list[dict[str, Any]], **settings: Any) -> str:
+    result = load(tmp_path, database, lines, **settings)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+def query(database: str, sql: str) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` in ``database``, date-times in UTC."""
+    with psycopg.connect(CONNINFO.replace("dbname=postgres", f"dbname={database}")) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        return conn.execute(sql).fetchall()
 
 
 @pytest.fixture
@@ -262,11 +285,7 @@ def test_tombstones_soft_or_hard_delete(
         hard_delete=hard_delete,
     )
     assert json.loads(output.splitlines()[-1]) == {"done": True}
-    with psycopg.connect(CONNINFO.replace("dbname=postgres", f"dbname={database}")) as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
-        rows = conn.execute(
-            "SELECT id, dns, _sdc_deleted_at IS NOT NULL FROM t.hosts ORDER BY id"
-        ).fetchall()
+    rows = query(database, "SELECT id, dns, _sdc_deleted_at IS NOT NULL FROM t.hosts ORDER BY id")
     if hard_delete:
         assert rows == [(2, "b", False), (3, "c2", False)]
     else:
@@ -411,38 +430,14 @@ def test_a_batch_failing_in_the_background_stops_the_run_before_its_state(
         *(record(id=i, dns=f"v{i}", _sdc_deleted_at=None) for i in range(8, 50)),
         {"type": "STATE", "value": {"upto": 49}},
     ]
-    host, port = CONNINFO.split(maxsplit=1)[0][5:], CONNINFO.split()[1][5:]
-    config_file = tmp_path / "target.json"
-    config_file.write_text(
-        json.dumps(
-            {
-                "host": host,
-                "port": int(port),
-                "user": "postgres",
-                "password": "postgres",
-                "database": database,
-                "default_target_schema": "t",
-                "batch_size_rows": 2,
-                "state_checkpoint_seconds": 0,
-            }
-        )
-    )
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "target-qualys-postgres"), "--config", str(config_file)],
-        input="".join(json.dumps(line) + "\n" for line in lines),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = load(tmp_path, database, lines, batch_size_rows=2, state_checkpoint_seconds=0)
     assert result.returncode == 1, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert "stream 'hosts'" in last
     assert "the batch was rolled back" in last
     assert "Traceback" not in result.stderr
     assert [json.loads(line) for line in result.stdout.splitlines()] == [{"upto": 5}]
-    with psycopg.connect(CONNINFO.replace("dbname=postgres", f"dbname={database}")) as conn:
-        ids = [row[0] for row in conn.execute("SELECT id FROM t.hosts ORDER BY id")]
+    ids = [row[0] for row in query(database, "SELECT id FROM t.hosts ORDER BY id")]
     # Batches of two: (1, 2), (3, 4), (5, 6) committed; the one holding the bad id failed.
     assert ids[:5] == [1, 2, 3, 4, 5]
     assert all(i < 8 for i in ids)
@@ -452,24 +447,8 @@ def test_sigterm_while_batches_load_in_the_background(tmp_path: Path, database: 
     # An operator's SIGTERM while a batch is loading on the background thread: the run fails
     # promptly (143), emits no STATE after the signal, and every STATE it did emit is backed by
     # committed rows (the next run resumes from it and loses nothing).
-    host, port = CONNINFO.split(maxsplit=1)[0][5:], CONNINFO.split()[1][5:]
-    config_file = tmp_path / "target.json"
-    config_file.write_text(
-        json.dumps(
-            {
-                "host": host,
-                "port": int(port),
-                "user": "postgres",
-                "password": "postgres",
-                "database": database,
-                "default_target_schema": "t",
-                "batch_size_rows": 50,
-                "state_checkpoint_seconds": 0,
-            }
-        )
-    )
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "target-qualys-postgres"), "--config", str(config_file)],
+        loader_command(tmp_path, database, batch_size_rows=50, state_checkpoint_seconds=0),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -501,8 +480,7 @@ def test_sigterm_while_batches_load_in_the_background(tmp_path: Path, database: 
     assert b"no STATE was emitted after the signal" in stderr
     states += [json.loads(line) for line in rest.splitlines()]
     upto = states[-1]["upto"]
-    with psycopg.connect(CONNINFO.replace("dbname=postgres", f"dbname={database}")) as conn:
-        ids = {row[0] for row in conn.execute("SELECT id FROM t.hosts")}
+    ids = {row[0] for row in query(database, "SELECT id FROM t.hosts")}
     assert set(range(1, upto + 1)) <= ids
 
 
@@ -530,21 +508,11 @@ def test_tombstones_in_a_batch_file(tmp_path: Path, database: str, hard_delete: 
         "manifest": [batch.as_uri()],
     }
     run_loader(tmp_path, database, [HOSTS_SCHEMA, message], hard_delete=hard_delete)
-    with psycopg.connect(CONNINFO.replace("dbname=postgres", f"dbname={database}")) as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
-        rows = conn.execute(
-            "SELECT id, dns, _sdc_deleted_at IS NOT NULL FROM t.hosts ORDER BY id"
-        ).fetchall()
+    rows = query(database, "SELECT id, dns, _sdc_deleted_at IS NOT NULL FROM t.hosts ORDER BY id")
     if hard_delete:
         assert rows == [(1, "v1", False), (3, "v3", False), (4, "v4", False)]
     else:
         assert rows == [(1, "v1", False), (2, "v2", True), (3, "v3", False), (4, "v4", False)]
-
-
-def query(database: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(CONNINFO.replace("dbname=postgres", f"dbname={database}")) as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
-        return conn.execute(sql).fetchall()
 
 
 def hosts_schema_with(**properties: Any) -> dict[str, Any]:

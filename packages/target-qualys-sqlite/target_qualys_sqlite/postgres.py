@@ -486,15 +486,12 @@ class PostgresSink(HookedSink[PostgresConnector]):
             expressions[deleted_at] = f"x.{quote(DELETED_AT)}"
         staged = f"{_STAGE} AS d, json_to_record(d.doc::json) AS x({record_definition(fields)})"
 
-        def field(column: str) -> str:
-            return expressions[column]
-
         # No key appears twice in a staged batch (add_document), so each row is merged once.
-        live = f" WHERE {field(deleted_at)} IS NULL" if tombstones else ""
+        live = f" WHERE {expressions[deleted_at]} IS NULL" if tombstones else ""
         updates = [f"{quote(c)} = EXCLUDED.{quote(c)}" for c in columns if c not in keys]
         self._upsert = (
             f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608
-            f"SELECT {', '.join(field(c) for c in columns)} FROM {staged}{live} "
+            f"SELECT {', '.join(expressions[c] for c in columns)} FROM {staged}{live} "
             f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) "
             + ("DO UPDATE SET " + ", ".join(updates) if updates else "DO NOTHING")
         )
@@ -504,8 +501,8 @@ class PostgresSink(HookedSink[PostgresConnector]):
             # existing live row (a replay keeps the first time), hard_delete removes the row.
             # Tombstones of a RECORD line are queued by the target (apply_tombstones, with the
             # cascade); this serves those that reach the batch itself (BATCH files).
-            match = " AND ".join(f"t.{quote(k)} = {field(k)}" for k in keys)
-            deleted = f"{field(deleted_at)} IS NOT NULL"
+            match = " AND ".join(f"t.{quote(k)} = {expressions[k]}" for k in keys)
+            deleted = f"{expressions[deleted_at]} IS NOT NULL"
             if self.config.get("hard_delete"):
                 self._apply_tombstones = (
                     f"DELETE FROM {table} AS t USING {staged} "  # noqa: S608
@@ -514,7 +511,7 @@ class PostgresSink(HookedSink[PostgresConnector]):
             else:
                 self._apply_tombstones = (
                     f"UPDATE {table} AS t SET {quote(deleted_at)} = "  # noqa: S608
-                    f"{field(deleted_at)} FROM {staged} WHERE {deleted} AND {match} "
+                    f"{expressions[deleted_at]} FROM {staged} WHERE {deleted} AND {match} "
                     f"AND t.{quote(deleted_at)} IS NULL"
                 )
 
